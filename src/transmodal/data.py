@@ -1,0 +1,332 @@
+"""Data in: load any supported source into arrays, validate it, infer the task, split it.
+
+Sources (one string spec each, or arrays from Python):
+
+- ``path.npz`` with ``x_train, y_train`` (and optionally ``x_test, y_test``) or just ``x, y``;
+- ``path.csv``: one row per sample, a label column (``--label-column``, default ``label``),
+  every other column a feature; the features form a 1-channel series ``(1, n_features)``;
+- ``ucr:NAME``: a UCR/UEA set bundled in aeon (classification), or one of aeon's bundled
+  regression sets (``ucr:Covid3Month``), train/test split as published;
+- ``folder:PATH``: an image folder, one sub-folder per class (see ``images.py``).
+
+Inputs are ``(N, L)``, ``(N, C, L)`` or ``(N, C, H, W)``. Variable-length series (a list of
+``(L_i,)`` or ``(C, L_i)`` arrays) are **resampled** by linear interpolation to the longest
+training length; the same rule is applied at predict time (see :func:`resample_to`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import DataError
+
+TASKS = ("classification", "regression", "dense")
+
+
+@dataclass
+class Dataset:
+    """Training (and optional test) arrays; x is float32 (N, C, *spatial)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    name: str = "arrays"
+    variable_length: bool = False  # True if training series were resampled to one length
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_dataset(
+    data: Any,
+    test_data: Any = None,
+    label_column: str = "label",
+) -> Dataset:
+    """Load a spec string or arrays into a validated :class:`Dataset`."""
+    if isinstance(data, Dataset):
+        ds = data
+    elif isinstance(data, (str, Path)):
+        ds = _load_spec(str(data), label_column)
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        ds = _pair_dataset(data[0], data[1], "arrays")
+    elif isinstance(data, dict):
+        ds = _from_mapping(data, "data")
+    else:
+        raise DataError(
+            "data must be a path (.npz/.csv), 'ucr:NAME', 'folder:PATH', an (x, y) pair "
+            f"or a dict with x_train/y_train; got {type(data).__name__}"
+        )
+    if test_data is not None:
+        test = load_dataset(test_data, label_column=label_column)
+        ds.x_test, ds.y_test = test.x_train, test.y_train
+    return ds
+
+
+def as_inputs_pair(x: Any, y: Any, target_length: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Checked arrays and whether x was variable-length (resampled to its longest series)."""
+    x_arr, lengths = as_inputs(x, target_length=target_length)
+    y_arr = np.asarray(y)
+    check_xy(x_arr, y_arr)
+    return x_arr, y_arr, bool(lengths)
+
+
+def _pair_dataset(x: Any, y: Any, name: str) -> Dataset:
+    x_arr, y_arr, variable = as_inputs_pair(x, y)
+    return Dataset(x_arr, y_arr, name=name, variable_length=variable)
+
+
+def _load_spec(spec: str, label_column: str) -> Dataset:
+    if spec.startswith("ucr:"):
+        return _load_ucr(spec[4:])
+    if spec.startswith("folder:"):
+        from .images import load_image_folder
+
+        x, y = load_image_folder(spec[len("folder:"):])
+        return Dataset(x.astype(np.float32), y, name=Path(spec[7:]).name)
+    path = Path(spec)
+    if not path.exists():
+        raise DataError(
+            f"data file {spec!r} does not exist; give a .npz or .csv path, 'ucr:NAME' "
+            "or 'folder:PATH' (see `transmodal info` for bundled datasets)"
+        )
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return _from_mapping({k: f[k] for k in f.files}, path.name)
+        except ValueError as e:  # object arrays need pickle: refuse them
+            raise DataError(f"{path}: cannot read without pickle ({e}); save plain numeric arrays") from None
+    if path.suffix == ".csv":
+        return _load_csv(path, label_column)
+    raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .npz or .csv")
+
+
+def _from_mapping(m: dict, name: str) -> Dataset:
+    if "x_train" in m and "y_train" in m:
+        ds = _pair_dataset(m["x_train"], m["y_train"], str(name))
+        if "x_test" in m or "y_test" in m:
+            if not ("x_test" in m and "y_test" in m):
+                raise DataError(f"{name}: has only one of x_test/y_test; give both or neither")
+            length = ds.x_train.shape[-1] if ds.variable_length else None
+            ds.x_test, ds.y_test, _ = as_inputs_pair(m["x_test"], m["y_test"], length)
+        return ds
+    if "x" in m and "y" in m:
+        return _pair_dataset(m["x"], m["y"], str(name))
+    raise DataError(
+        f"{name}: needs arrays named x_train and y_train (optionally x_test, y_test) or x and y; "
+        f"found {', '.join(sorted(m)) or 'nothing'}"
+    )
+
+
+def _load_csv(path: Path, label_column: str) -> Dataset:
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path)
+    except Exception as e:  # pandas raises many types for a broken file
+        raise DataError(f"{path}: not a readable CSV file ({e})") from None
+    if label_column not in frame.columns:
+        raise DataError(
+            f"{path}: no label column {label_column!r}; columns are "
+            f"{', '.join(map(str, frame.columns[:10]))}. Pass --label-column NAME"
+        )
+    y = frame.pop(label_column).to_numpy()
+    bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if bad:
+        col = bad[0]
+        value = next(v for v in frame[col] if not _is_number(v))
+        raise DataError(
+            f"{path}: column {col!r} holds non-numeric values (e.g. {value!r}); "
+            "every feature column must be numeric"
+        )
+    x = frame.to_numpy(dtype=np.float32)[:, None, :]  # (N, 1, n_features)
+    check_xy(x, y)
+    return Dataset(x, y, name=path.stem)
+
+
+def _is_number(v: Any) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+UCR_REGRESSION = ("Covid3Month", "CardanoSentiment")
+
+
+def _load_ucr(name: str) -> Dataset:
+    from aeon.datasets import load_classification, load_regression
+
+    loader = load_regression if name in UCR_REGRESSION else load_classification
+    try:
+        x, y = loader(name, split="train")
+        xt, yt = loader(name, split="test")
+    except Exception as e:  # aeon tries a download for names it does not bundle
+        raise DataError(
+            f"unknown or unavailable dataset 'ucr:{name}' ({type(e).__name__}); offline, only the "
+            f"sets bundled in aeon load: {', '.join(bundled_ucr_names())}"
+        ) from None
+    x_arr, lengths = as_inputs(x, target_length=None)
+    xt_arr, _ = as_inputs(xt, target_length=x_arr.shape[-1] if lengths else None)
+    y_arr = np.asarray(y)
+    yt_arr = np.asarray(yt)
+    if loader is load_regression:
+        y_arr, yt_arr = y_arr.astype(np.float32), yt_arr.astype(np.float32)
+    check_xy(x_arr, y_arr)
+    check_xy(xt_arr, yt_arr)
+    return Dataset(x_arr, y_arr, xt_arr, yt_arr, name=name, variable_length=bool(lengths))
+
+
+def bundled_ucr_names() -> list[str]:
+    """Datasets that aeon ships inside the package (usable offline)."""
+    import aeon.datasets
+
+    root = Path(aeon.datasets.__file__).parent / "data"
+    names = []
+    for d in sorted(root.iterdir()):
+        if d.is_dir() and (any(d.glob("*_TRAIN.ts")) or any(d.glob("*_TRAIN.tsv"))):
+            names.append(d.name)
+    return names
+
+
+# ----------------------------------------------------------------------------- arrays
+
+
+def as_inputs(x: Any, target_length: int | None) -> tuple[np.ndarray, list[int] | None]:
+    """Return float32 (N, C, *spatial) and the original lengths if x was variable-length.
+
+    A ragged list of series is resampled to ``target_length`` (default: the longest series).
+    """
+    if isinstance(x, (list, tuple)) and len(x) > 0 and _is_ragged(x):
+        series = [np.asarray(s, dtype=np.float64) for s in x]
+        series = [s[None, :] if s.ndim == 1 else s for s in series]
+        if any(s.ndim != 2 for s in series):
+            raise DataError("variable-length input: each series must be (L,) or (C, L)")
+        if len({s.shape[0] for s in series}) != 1:
+            raise DataError("variable-length input: all series must have the same channel count")
+        lengths = [s.shape[1] for s in series]
+        if min(lengths) < 2:
+            raise DataError("variable-length input: every series needs at least 2 time steps")
+        target = target_length or max(lengths)
+        arr = np.stack([resample_to(s, target) for s in series]).astype(np.float32)
+        return arr, lengths
+    try:
+        arr = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"x must be numeric ({e})") from None
+    if arr.ndim == 2:
+        arr = arr[:, None, :]  # (N, L) -> (N, 1, L)
+    if arr.ndim not in (3, 4):
+        raise DataError(
+            f"x has shape {arr.shape}; expected (N, L), (N, C, L) or (N, C, H, W)"
+        )
+    if target_length is not None and arr.ndim == 3 and arr.shape[-1] != target_length:
+        arr = np.stack([resample_to(s, target_length) for s in arr]).astype(np.float32)
+    return arr, None
+
+
+def _is_ragged(x: Sequence) -> bool:
+    shapes = {np.shape(s) for s in x}
+    return len(shapes) > 1
+
+
+def resample_to(series: np.ndarray, length: int) -> np.ndarray:
+    """Linear interpolation of a (C, L) series onto ``length`` evenly spaced points."""
+    c, n = series.shape
+    if n == length:
+        return series
+    old = np.linspace(0.0, 1.0, n)
+    new = np.linspace(0.0, 1.0, length)
+    return np.stack([np.interp(new, old, series[i]) for i in range(c)])
+
+
+def check_xy(x: np.ndarray, y: np.ndarray) -> None:
+    """Shape, length and finiteness checks with one clear message each."""
+    if x.shape[0] == 0:
+        raise DataError("x has zero samples; give at least a few labelled samples")
+    if y.ndim == 0:
+        raise DataError("y must have one label per sample, got a scalar")
+    if len(x) != len(y):
+        raise DataError(f"x has {len(x)} samples but y has {len(y)}; they must match")
+    if not np.isfinite(x).all():
+        bad = np.argwhere(~np.isfinite(x))[0]
+        raise DataError(
+            f"x contains NaN or inf (first at sample {bad[0]}); fill or drop those values first"
+        )
+    if y.dtype.kind in "fc" and not np.isfinite(y).all():
+        bad = np.argwhere(~np.isfinite(y))[0]
+        raise DataError(f"y contains NaN or inf (first at sample {bad[0]}); drop those samples")
+    if y.dtype.kind == "O":
+        if any(v is None or (isinstance(v, float) and not np.isfinite(v)) for v in y.ravel()):
+            raise DataError("y contains missing labels (None/NaN); drop those samples")
+
+
+def infer_task(x: np.ndarray, y: np.ndarray) -> str:
+    """Strings/integers: classification; floats: regression; y shaped like x's grid: dense."""
+    spatial = x.shape[2:]
+    if y.ndim >= 2 and (y.shape[1:] == spatial or y.shape[2:] == spatial):
+        return "dense"
+    if y.dtype.kind in "iubUSO":
+        return "classification"
+    if y.dtype.kind == "f":
+        return "regression"
+    raise DataError(f"cannot infer the task from labels of dtype {y.dtype}; pass --task")
+
+
+def check_task_labels(task: str, x: np.ndarray, y: np.ndarray) -> None:
+    """Labels must fit the task chosen (or forced by --task)."""
+    if task == "classification":
+        if y.ndim != 1:
+            raise DataError(f"classification needs one label per sample; y has shape {y.shape}")
+        _, counts = np.unique(y, return_counts=True)
+        if len(counts) < 2:
+            raise DataError("classification needs at least 2 classes; y has only one")
+        if counts.min() < 2:
+            rare = np.unique(y)[counts.argmin()].item()
+            raise DataError(
+                f"class {rare!r} has a single sample; each class needs at least 2 (one may go to "
+                "validation). Add samples or drop the class"
+            )
+    elif task == "regression":
+        if y.dtype.kind not in "fiu" or y.ndim > 2:
+            raise DataError("regression needs numeric targets shaped (N,) or (N, k)")
+    elif task == "dense":
+        spatial = x.shape[2:]
+        if not (y.shape[1:] == spatial or y.shape[2:] == spatial):
+            raise DataError(
+                f"dense task: y must be shaped like the input grid {spatial} (optionally with "
+                f"channels first); got {y.shape[1:]}"
+            )
+        if y.dtype.kind not in "fiu":
+            raise DataError("dense targets must be numeric")
+
+
+def split_train_val(
+    y: np.ndarray, task: str, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices for train and validation, stratified for classification.
+
+    Validation is always carved from the training data, never from the test split.
+    """
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    n_val = max(1, int(round(fraction * len(y))))
+    strat = None
+    if task == "classification":
+        n_classes = len(np.unique(y))
+        n_val = max(n_val, n_classes)
+        strat = y
+    if len(y) - n_val < 1:
+        raise DataError(f"only {len(y)} training samples: too few to hold out a validation split")
+    try:
+        tr, va = train_test_split(idx, test_size=n_val, random_state=seed, stratify=strat)
+    except ValueError as e:
+        raise DataError(f"cannot split a validation set: {e}") from None
+    return np.sort(tr), np.sort(va)

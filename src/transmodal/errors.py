@@ -1,0 +1,21 @@
+"""User-facing errors: one clear line saying what is wrong and how to fix it.
+
+The CLI prints ``str(error)`` without a traceback for these; anything else is a bug and
+keeps its traceback.
+"""
+
+
+class TransmodalError(ValueError):
+    """Bad input, configuration or file: the message says what and how to fix it."""
+
+
+class DataError(TransmodalError):
+    """The data given to fit/predict cannot be used as it is."""
+
+
+class ConfigError(TransmodalError):
+    """An option or combination of options is not valid."""
+
+
+class CheckpointError(TransmodalError):
+    """A run folder, model file or checkpoint cannot be read safely."""

@@ -1,0 +1,148 @@
+"""TransmodalModel = Embedder -> Body -> Head, and its safe on-disk form.
+
+``ModelSpec`` is plain JSON that rebuilds the exact architecture without the original
+pretrained weights (the body's transformers config is stored in it); the weights live in
+one safetensors file. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .body import Body, load_body_config
+from .embedder import Embedder
+from .errors import CheckpointError
+from .heads import DenseHead, PooledHead
+
+FORMAT = "transmodal-model/1"
+
+
+@dataclass
+class ModelSpec:
+    task: str
+    n_outputs: int
+    in_channels: int
+    spatial: list[int]
+    body: str = "minilm"
+    pretrained: bool = True
+    max_tokens: int = 64
+    attention_dropout: float = 0.0
+    body_config: dict[str, Any] = field(default_factory=dict)  # filled when built
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+        return cls(**d)
+
+
+class TransmodalModel(nn.Module):
+    """(B, C, *spatial) -> logits (B, K) | outputs (B, K) | dense (B, K, *spatial)."""
+
+    def __init__(self, embedder: Embedder, body: Body, head: nn.Module, spec: ModelSpec) -> None:
+        super().__init__()
+        self.embedder = embedder
+        self.body = body
+        self.head = head
+        self.spec = spec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.embedder(x)  # (B, S, D)
+        hidden, grid = self.body(tokens, self.embedder.grid)  # (B, S', D')
+        return self.head(hidden, grid)
+
+
+def build_model(spec: ModelSpec, body_config=None) -> TransmodalModel:
+    """Build from a spec. Pretrained weights load only when ``spec.pretrained`` and no config
+    is given (``load_model`` passes the stored config and then loads our own weights)."""
+    if body_config is None:
+        config = load_body_config(spec.body, spec.attention_dropout)
+        body = Body.from_config(config, pretrained=spec.pretrained, path=_path(spec.body))
+    else:
+        body = Body.from_config(body_config, pretrained=False)
+    spec.body_config = body.model.config.to_dict()
+    spatial = tuple(spec.spatial)
+    max_tokens = min(spec.max_tokens, body.max_tokens)
+    embedder = Embedder(spec.in_channels, spatial, body.embed_dim, max_tokens, body.input_token_norm())
+    if spec.task == "dense":
+        head: nn.Module = DenseHead(body.out_dim, spec.n_outputs, spatial,
+                                    body.output_grid(embedder.grid))
+    else:
+        head = PooledHead(body.out_dim, spec.n_outputs)
+    return TransmodalModel(embedder, body, head, spec)
+
+
+def _path(name: str) -> str:
+    from .body import resolve_body_path
+
+    return resolve_body_path(name)
+
+
+# ----------------------------------------------------------------------------- disk
+
+
+def save_model(model: TransmodalModel, folder: Path, extra: dict[str, Any]) -> None:
+    """Write ``model.safetensors`` and ``model.json`` (spec + ``extra``, e.g. preprocessing)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = folder / "model.safetensors.tmp"
+    save_file(state, str(tmp), metadata={"format": FORMAT})
+    tmp.replace(folder / "model.safetensors")
+    meta = {"format": FORMAT, "spec": model.spec.to_dict(), **extra}
+    tmp_json = folder / "model.json.tmp"
+    tmp_json.write_text(json.dumps(meta, indent=1, default=str))
+    tmp_json.replace(folder / "model.json")
+
+
+def load_model(folder: Path) -> tuple[TransmodalModel, dict[str, Any]]:
+    """Rebuild the architecture from JSON and load the safetensors weights (no pickle)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    folder = Path(folder)
+    meta_path, weights = folder / "model.json", folder / "model.safetensors"
+    if not meta_path.exists() or not weights.exists():
+        raise CheckpointError(
+            f"{folder} has no model.json/model.safetensors: not a transmodal model folder "
+            "(an unfinished run has none)"
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{meta_path} is not valid JSON ({e}); the file is damaged") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_path}: format {meta.get('format')!r} is not {FORMAT!r}")
+    spec = ModelSpec.from_dict(meta["spec"])
+    cfg = dict(spec.body_config)
+    config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    model = build_model(spec, body_config=config)
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{weights} is not a readable safetensors file ({e}); it may be truncated: "
+            "re-copy the run folder"
+        ) from None
+    ours = model.state_dict()
+    missing = sorted(set(ours) - set(state))
+    unexpected = sorted(set(state) - set(ours))
+    resized = sorted(k for k in set(ours) & set(state) if ours[k].shape != state[k].shape)
+    if missing or unexpected or resized:
+        example = (missing or unexpected or resized)[0]
+        raise CheckpointError(
+            f"{weights} does not match the architecture in model.json ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(resized)} resized tensors, e.g. {example}): "
+            "the files come from different models"
+        )
+    model.load_state_dict(state)
+    return model, meta

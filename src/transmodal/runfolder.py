@@ -1,0 +1,86 @@
+"""The run folder: what one ``fit`` leaves on disk.
+
+```
+RUN/
+  config.yaml      fully resolved options (enough to re-run)
+  metrics.jsonl    one JSON line per epoch and stage
+  model/           model.safetensors + model.json (no pickle)
+  report/          PNG plots
+  summary.json     final scores and timings; written LAST, so its presence means complete
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import CheckpointError, ConfigError
+
+
+class RunFolder:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.path / "report"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    def create(self, overwrite: bool = False) -> None:
+        """Make an empty run folder; refuse to mix a new run into an old one."""
+        if self.path.exists() and any(self.path.iterdir()):
+            if not overwrite:
+                raise ConfigError(
+                    f"run folder {self.path} already exists and is not empty; choose another "
+                    "--out or pass --overwrite"
+                )
+            import shutil
+
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+    def log(self, record: dict[str, Any]) -> None:
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_text(self.summary_path, json.dumps(summary, indent=2, default=str))
+
+    def read_summary(self) -> dict[str, Any]:
+        if not self.summary_path.exists():
+            raise CheckpointError(
+                f"{self.path} has no summary.json: the run did not finish (or this is not a run "
+                "folder); re-run fit or pass a finished run folder"
+            )
+        try:
+            return json.loads(self.summary_path.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{self.summary_path} is damaged ({e})") from None
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file and rename, so readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

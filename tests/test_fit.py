@@ -1,0 +1,103 @@
+import json
+
+import numpy as np
+import pytest
+
+import transmodal
+from transmodal.errors import ConfigError, DataError
+
+FAST = dict(epochs=4, batch_size=8, progress=False, max_tokens=16)
+
+
+def test_end_to_end_run_folder_and_reload(tiny_bodies, toy_series, tmp_path):
+    x, y = toy_series
+    labels = np.where(y == 0, "sine", "square")
+    data = {"x_train": x[:30], "y_train": labels[:30], "x_test": x[30:], "y_test": labels[30:]}
+    run = transmodal.fit(data, out=tmp_path / "run", body=tiny_bodies["bert"], head_lr=3e-3, **FAST)
+    folder = tmp_path / "run"
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "model/model.safetensors",
+                 "model/model.json", "report/learning_curves.png"):
+        assert (folder / name).exists(), name
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["task"] == "classification"
+    assert set(summary["metrics"]["test"]) == {"accuracy", "macro_f1"}
+    assert set(summary["times"]) >= {"align", "refine", "total"}
+    assert 0 < summary["trainable_params"] <= summary["total_params"]
+    # the test split never appears in the per-epoch log: epochs are chosen on validation only
+    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == summary["epochs_run"] and not any("test" in k for r in records for k in r)
+    assert summary["best_epoch"] == max(records, key=lambda r: (r["val_accuracy"], -r["val_loss"]))["epoch"]
+    # reload: identical predictions, labels in the user's label space
+    again = transmodal.load(folder)
+    np.testing.assert_array_equal(again.predict(x[30:]), run.predict(x[30:]))
+    assert set(again.predict(x[30:])) <= {"sine", "square"}
+    np.testing.assert_allclose(again.predict_proba(x[30:]).sum(1), 1.0, rtol=1e-5)
+    assert run.evaluate(x[30:], labels[30:])["accuracy"] == summary["metrics"]["test"]["accuracy"]
+
+
+def test_learns_separable_task(tiny_bodies, toy_series):
+    x, y = toy_series
+    run = transmodal.fit((x, y), body=tiny_bodies["bert"], epochs=15, batch_size=8, head_lr=3e-3,
+                         progress=False, max_tokens=16)
+    assert run.evaluate(x, y)["accuracy"] >= 0.9  # chance is 0.5
+
+
+def test_regression_and_dense_tasks(tiny_bodies):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, 1, 32)).astype(np.float32)
+    y = np.stack([x[:, 0].mean(1), x[:, 0].std(1)], 1) * 10 + 50
+    run = transmodal.fit((x, y), body=tiny_bodies["bert"], **FAST)
+    assert run.task == "regression" and run.predict(x).shape == (24, 2)
+    assert set(run.summary["metrics"]["val"]) == {"rmse", "r2"}
+    dense_y = np.cumsum(x[:, 0], axis=1)  # (N, L): a per-time-step target
+    run = transmodal.fit((x, dense_y), body=tiny_bodies["vit"], **FAST)
+    assert run.task == "dense" and run.predict(x).shape == (24, 32)
+    assert "rel_l2" in run.summary["metrics"]["val"]
+
+
+def test_images_through_2d_embedder(tiny_bodies):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(20, 1, 10, 10)).astype(np.float32)
+    y = np.array([0, 1] * 10)
+    x[y == 1, :, :5] += 2.0
+    run = transmodal.fit((x, y), body=tiny_bodies["swin"], **FAST)
+    assert run.predict(x).shape == (20,)
+
+
+def test_same_seed_same_result(tiny_bodies, toy_series):
+    x, y = toy_series
+    a = transmodal.fit((x, y), body=tiny_bodies["bert"], seed=3, **FAST)
+    b = transmodal.fit((x, y), body=tiny_bodies["bert"], seed=3, **FAST)
+    np.testing.assert_array_equal(a.predict_proba(x), b.predict_proba(x))
+
+
+def test_unbuilt_option_refused_clearly(tiny_bodies, toy_series):
+    x, y = toy_series
+    with pytest.raises(ConfigError, match="--tune lora is not available"):
+        transmodal.fit((x, y), body=tiny_bodies["bert"], tune="lora", **FAST)
+    with pytest.raises(ConfigError, match="unknown --tune 'half'"):
+        transmodal.fit((x, y), tune="half")
+    with pytest.raises(ConfigError, match="unknown option\\(s\\): epochz"):
+        transmodal.fit((x, y), epochz=3)
+
+
+def test_bad_input_leaves_no_run_folder(tmp_path):
+    x = np.zeros((6, 1, 10))
+    with pytest.raises(DataError):
+        transmodal.fit((x, np.array([0, 0, 0, 0, 0, 1])), out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_variable_length_rule_applied_at_predict(tiny_bodies):
+    rng = np.random.default_rng(0)
+    series = [rng.normal(size=int(n)) + (i % 2) * 3 for i, n in enumerate(rng.integers(20, 40, 24))]
+    y = np.array([0, 1] * 12)
+    run = transmodal.fit((series, y), body=tiny_bodies["bert"], **FAST)
+    assert run.preprocessor.variable_length and run.preprocessor.input_shape[-1] == max(map(len, series))
+    assert run.predict([rng.normal(size=17), rng.normal(size=55)]).shape == (2,)
+
+
+@pytest.mark.slow
+def test_default_minilm_on_gunpoint(tmp_path):
+    run = transmodal.fit("ucr:GunPoint", out=tmp_path / "gp", epochs=60, progress=False)
+    assert run.summary["metrics"]["test"]["accuracy"] >= 0.85
