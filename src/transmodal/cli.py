@@ -78,8 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("info", help="bodies usable offline and bundled datasets")
 
-    b = sub.add_parser("bench", help="benchmarks (print tables)")
-    b.add_argument("what", choices=["align"], help="which benchmark")
+    b = sub.add_parser("bench", help="benchmarks (print tables); `transmodal bench WHAT --help`",
+                       add_help=False)
+    b.add_argument("what", nargs="?", default="suite", choices=sorted(BENCHMARKS),
+                   help="suite (default): every method vs baselines; align: OTDD speed; "
+                        "tune: transfer strategies; ablate: align epochs")
     b.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark")
     return p
 
@@ -245,12 +248,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    if args.what == "align":
-        from .bench import align_speed
+# benchmark name -> module in transmodal.bench with a main(argv) -> int | None
+BENCHMARKS = {"suite": "suite", "align": "align_speed", "tune": "tune", "ablate": "ablate"}
 
-        return align_speed.main(args.rest) or 0
-    return 2
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    try:
+        module = importlib.import_module(f".bench.{BENCHMARKS[args.what]}", __package__)
+    except ModuleNotFoundError as e:
+        raise TransmodalError(f"benchmark {args.what!r} is not available in this version ({e.name})") from None
+    return module.main(args.rest) or 0
 
 
 COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "predict": cmd_predict,
