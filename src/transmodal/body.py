@@ -179,6 +179,27 @@ class Body(nn.Module):
             h, w = (h + 1) // 2, (w + 1) // 2
         return (h, w)
 
+    # ------------------------------------------------------------------ first-block inputs
+    # Alignment compares target and source in the space the first transformer block sees.
+    def embed_tokens(self, tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        """Our tokens (B, S, D) -> the first block's input (B, S, D), as forward does it."""
+        if self.family == "text":
+            return self.model.embeddings(inputs_embeds=tokens)
+        if self.family == "vit":
+            return tokens + self.position_embeddings_for(grid).to(tokens.dtype)
+        return self.model.embeddings.norm(tokens)
+
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Text bodies: token ids (B, T) through the body's own embedding module -> (B, T, D)."""
+        return self.model.embeddings(input_ids=ids)
+
+    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Vision bodies: images (B, 3, H, W) through the body's own patch embedding -> (B, P, D)."""
+        proj = self.model.embeddings.patch_embeddings.projection
+        patches = proj(pixels)  # (B, D, h, w)
+        tokens = patches.flatten(2).transpose(1, 2)
+        return self.embed_tokens(tokens, tuple(patches.shape[2:]))
+
     # ------------------------------------------------------------------ parts
     def blocks(self) -> list[nn.Module]:
         """Transformer blocks in forward order (Swin: its stages), for freezing the first K."""

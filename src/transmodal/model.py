@@ -3,11 +3,17 @@
 ``ModelSpec`` is plain JSON that rebuilds the exact architecture without the original
 pretrained weights (the body's transformers config is stored in it); the weights live in
 one safetensors file. Nothing is pickled.
+
+Two variants share this format. A CNN body (``body_kind="cnn"``, ``image_model.ImageModel``)
+needs no stored config: its name fixes the architecture. A ``--tune lora`` model stores only
+the adapters, embedder and head; ``spec.lora`` names the adapted modules and fingerprints the
+base body, which ``load_model`` loads again from ``spec.body`` (see ``tuning.py``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +23,7 @@ from torch import nn
 
 from .body import Body, load_body_config
 from .embedder import Embedder
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .heads import DenseHead, PooledHead
 
 FORMAT = "transmodal-model/1"
@@ -34,6 +40,12 @@ class ModelSpec:
     max_tokens: int = 64
     attention_dropout: float = 0.0
     body_config: dict[str, Any] = field(default_factory=dict)  # filled when built
+    body_kind: str = "transformer"  # "transformer" | "cnn" (image_model.py); set when built
+    image_size: int | None = None  # cnn: side the images are resized to (None: default 64)
+    augment: bool = False  # cnn: random flip + resized crop in training mode
+    # --tune lora: {r, alpha, dropout, target_modules, base_sha256}. The weights file then
+    # holds only adapters + embedder + head; the base body is loaded from ``body``.
+    lora: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,7 +73,17 @@ class TransmodalModel(nn.Module):
 
 def build_model(spec: ModelSpec, body_config=None) -> TransmodalModel:
     """Build from a spec. Pretrained weights load only when ``spec.pretrained`` and no config
-    is given (``load_model`` passes the stored config and then loads our own weights)."""
+    is given (``load_model`` passes the stored config and then loads our own weights).
+    A CNN body name (``efficientnet-lite0``) gives an ``image_model.ImageModel`` instead."""
+    from .image_model import build_image_model, is_cnn_body
+
+    if body_config is None:
+        spec.body_kind = "cnn" if is_cnn_body(spec.body) else "transformer"
+    if spec.body_kind == "cnn":
+        return build_image_model(spec, pretrained=spec.pretrained and body_config is None)
+    if spec.image_size is not None or spec.augment:
+        raise ConfigError("--image-size and --augment apply to CNN image bodies "
+                          "(--body efficientnet-lite0) only")
     if body_config is None:
         config = load_body_config(spec.body, spec.attention_dropout)
         body = Body.from_config(config, pretrained=spec.pretrained, path=_path(spec.body))
@@ -79,6 +101,13 @@ def build_model(spec: ModelSpec, body_config=None) -> TransmodalModel:
     return TransmodalModel(embedder, body, head, spec)
 
 
+def input_layout(model: nn.Module) -> dict[str, Any]:
+    """How inputs reach the body, for summaries: token count and patch, or the CNN image size."""
+    if model.spec.body_kind == "cnn":
+        return {"image_size": model.spec.image_size}
+    return {"tokens": int(math.prod(model.embedder.grid)), "patch": list(model.embedder.patch)}
+
+
 def _path(name: str) -> str:
     from .body import resolve_body_path
 
@@ -94,6 +123,11 @@ def save_model(model: TransmodalModel, folder: Path, extra: dict[str, Any]) -> N
 
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if model.spec.lora:  # adapters + embedder + head; the base body is referenced by name
+        from .tuning import adapter_keys
+
+        keep = adapter_keys(model)
+        state = {k: v for k, v in state.items() if k in keep}
     tmp = folder / "model.safetensors.tmp"
     save_file(state, str(tmp), metadata={"format": FORMAT})
     tmp.replace(folder / "model.safetensors")
@@ -107,7 +141,6 @@ def load_model(folder: Path) -> tuple[TransmodalModel, dict[str, Any]]:
     """Rebuild the architecture from JSON and load the safetensors weights (no pickle)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-    from transformers import AutoConfig
 
     folder = Path(folder)
     meta_path, weights = folder / "model.json", folder / "model.safetensors"
@@ -123,9 +156,7 @@ def load_model(folder: Path) -> tuple[TransmodalModel, dict[str, Any]]:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path}: format {meta.get('format')!r} is not {FORMAT!r}")
     spec = ModelSpec.from_dict(meta["spec"])
-    cfg = dict(spec.body_config)
-    config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-    model = build_model(spec, body_config=config)
+    model = _rebuild(spec)
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
@@ -134,6 +165,11 @@ def load_model(folder: Path) -> tuple[TransmodalModel, dict[str, Any]]:
             "re-copy the run folder"
         ) from None
     ours = model.state_dict()
+    if spec.lora:
+        from .tuning import adapter_keys
+
+        keep = adapter_keys(model)
+        ours = {k: v for k, v in ours.items() if k in keep}
     missing = sorted(set(ours) - set(state))
     unexpected = sorted(set(state) - set(ours))
     resized = sorted(k for k in set(ours) & set(state) if ours[k].shape != state[k].shape)
@@ -142,7 +178,34 @@ def load_model(folder: Path) -> tuple[TransmodalModel, dict[str, Any]]:
         raise CheckpointError(
             f"{weights} does not match the architecture in model.json ({len(missing)} missing, "
             f"{len(unexpected)} unexpected, {len(resized)} resized tensors, e.g. {example}): "
-            "the files come from different models"
+            "the files come from different models: re-copy the whole run folder"
         )
-    model.load_state_dict(state)
+    model.load_state_dict(state, strict=not spec.lora)  # lora: the base body is already loaded
     return model, meta
+
+
+def _rebuild(spec: ModelSpec) -> nn.Module:
+    """The saved architecture, weights still to load. A LoRA model loads its base body from the
+    reference in the spec (checked against its fingerprint) and gets its adapters injected."""
+    from transformers import AutoConfig
+
+    from .image_model import build_image_model
+
+    if spec.lora:
+        from .tuning import check_base_body, inject_lora
+
+        lora = spec.lora
+        try:
+            model = build_model(spec)  # pretrained base body from spec.body
+        except ConfigError as e:
+            raise CheckpointError(f"this LoRA model needs its base body {spec.body!r}, which cannot "
+                                  f"be loaded: {e}") from None
+        spec.lora = lora
+        check_base_body(model.body, lora, spec.body)
+        inject_lora(model.body, lora)
+        return model
+    if spec.body_kind == "cnn":
+        return build_image_model(spec, pretrained=False)
+    cfg = dict(spec.body_config)
+    config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    return build_model(spec, body_config=config)

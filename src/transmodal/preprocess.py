@@ -3,6 +3,14 @@
 Per-channel input statistics, the class list, target scaling and the variable-length rule
 are stored as plain JSON with the model, so a loaded run transforms new data exactly as the
 training data was transformed.
+
+Pixel scaling for CNN image bodies (``image_norm="unit"``): images come as 0..255 (image
+folders, 8-bit), 0..16 (scikit-learn digits), 0..1 floats or anything else, so no fixed divisor
+fits all. The rule: black is 0 (or the training minimum, if that is negative), white is the
+training maximum, both over all channels at once (colour balance is kept); pixels are mapped
+linearly to [0, 1] with them, with no clipping, so unseen brighter test pixels stay monotone.
+An 8-bit folder almost always holds a 255 somewhere, and digits reach 16, so both land where
+an ImageNet model expects them. The model then applies the ImageNet mean/std (image_model.py).
 """
 
 from __future__ import annotations
@@ -27,7 +35,8 @@ class Preprocessor:
     y_mean: list[float] = field(default_factory=list)  # regression/dense, per output
     y_std: list[float] = field(default_factory=list)
     y_shape: list[int] = field(default_factory=list)  # per-sample target shape (regression/dense)
-    image_norm: str = "channel"  # "channel": training statistics; "imagenet": CNN bodies
+    image_norm: str = "channel"  # "channel": per-channel training statistics; "unit": CNN bodies
+    pixel_range: list[float] = field(default_factory=list)  # "unit": [black, white] (see above)
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray, task: str, variable_length: bool = False,
@@ -38,6 +47,13 @@ class Preprocessor:
         std = np.where(std > 1e-8, std, 1.0)
         p = cls(task, list(x.shape[1:]), mean.tolist(), std.tolist(), variable_length,
                 image_norm=image_norm)
+        if image_norm == "unit":
+            low, high = min(0.0, float(x.min())), float(x.max())
+            if not high > low:
+                raise DataError(f"every training pixel has the value {high:g}: the images are blank")
+            p.pixel_range = [low, high]
+        elif image_norm != "channel":
+            raise DataError(f"unknown image_norm {image_norm!r}; use 'channel' or 'unit'")
         if task == "classification":
             p.classes = sorted(np.unique(y).tolist(), key=_sort_key)
         else:
@@ -75,7 +91,8 @@ class Preprocessor:
             )
         if x.shape[1] != self.input_shape[0]:
             raise DataError(
-                f"input has {x.shape[1]} channels; the model was trained on {self.input_shape[0]}"
+                f"input has {x.shape[1]} channels; the model was trained on {self.input_shape[0]}: "
+                f"give inputs shaped (N, {', '.join(map(str, self.input_shape))}) like the training data"
             )
         if list(x.shape[2:]) != self.input_shape[1:]:
             if self.variable_length and x.ndim == 3:
@@ -86,11 +103,9 @@ class Preprocessor:
                     f"{tuple(self.input_shape[1:])}; resample or crop your data to that size"
                 )
         shape = (1, -1) + (1,) * (x.ndim - 2)
-        if self.image_norm == "imagenet":
-            from .images import IMAGENET_MEAN, IMAGENET_STD
-
-            mean = np.asarray(IMAGENET_MEAN).reshape(shape) * 255.0
-            std = np.asarray(IMAGENET_STD).reshape(shape) * 255.0
+        if self.image_norm == "unit":  # [0, 1]; the model applies the ImageNet mean/std
+            low, high = self.pixel_range
+            return ((x - low) / (high - low)).astype(np.float32)
         else:
             mean = np.asarray(self.x_mean).reshape(shape)
             std = np.asarray(self.x_std).reshape(shape)

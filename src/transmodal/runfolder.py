@@ -5,6 +5,7 @@ RUN/
   config.yaml      fully resolved options (enough to re-run)
   metrics.jsonl    one JSON line per epoch and stage
   model/           model.safetensors + model.json (no pickle)
+  checkpoint/      checkpoint.pt: the last resumable state (see checkpoint.py; no pickle)
   report/          PNG plots
   summary.json     final scores and timings; written LAST, so its presence means complete
 ```
@@ -35,6 +36,10 @@ class RunFolder:
         return self.path / "report"
 
     @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoint"
+
+    @property
     def summary_path(self) -> Path:
         return self.path / "summary.json"
 
@@ -57,6 +62,10 @@ class RunFolder:
     def log(self, record: dict[str, Any]) -> None:
         with open(self.path / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+
+    def write_metrics(self, text: str) -> None:
+        """Replace metrics.jsonl (a resume rewinds it to its checkpoint's copy)."""
+        atomic_write_text(self.path / "metrics.jsonl", text)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.summary_path, json.dumps(summary, indent=2, default=str))

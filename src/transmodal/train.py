@@ -9,7 +9,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -19,12 +20,35 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from .config import FitConfig
-from .errors import TransmodalError
+from .errors import ResourceError, TransmodalError, is_oom
 from .metrics import PRIMARY, is_better, score
 
 
 class NonFiniteError(TransmodalError):
     """Loss or gradient became NaN/inf."""
+
+
+@contextmanager
+def memory_advice(stage: str, batch_size: int):
+    """Turn an out-of-memory error into one ResourceError that names the fix (API and CLI)."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as e:
+        if not is_oom(e):
+            raise
+        fix = (f"try --batch-size {max(1, batch_size // 2)}" if batch_size > 1 else
+               "try a smaller --max-tokens or a smaller --body")
+        raise ResourceError(f"out of memory in stage {stage} at --batch-size {batch_size}; {fix} "
+                            "(or a smaller --max-tokens)") from e
+
+
+def grad_norm(accelerator, params: list[nn.Parameter], clip: float) -> torch.Tensor | None:
+    """Total gradient norm (clipping to ``clip`` when > 0): what the NaN/inf guard checks."""
+    norm = accelerator.clip_grad_norm_(params, clip) if clip > 0 else None
+    if norm is None:
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else None
+    return norm
 
 
 def make_accelerator(device: str, precision: str):
@@ -72,6 +96,15 @@ class TrainState:
     best_val: dict[str, float] | None = None
     bad_epochs: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    skipped_batches: int = 0  # batches dropped by --on-nan skip
+    stopped: bool = False  # early stopping ended the stage
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainState":
+        return cls(**d)
 
 
 def cosine_with_warmup(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
@@ -87,8 +120,11 @@ def cosine_with_warmup(total_steps: int, warmup_fraction: float) -> Callable[[in
 
 
 def build_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
-    """Two groups: the pretrained body at ``lr``, the new embedder and head at ``head_lr``."""
-    body = [p for p in model.body.parameters() if p.requires_grad]
+    """Two groups: the pretrained body at ``lr``, the new embedder and head at ``head_lr``.
+    LoRA adapters are new weights too (B starts at zero), so they train at ``head_lr``: at the
+    body's 1e-4 they barely leave zero in a short small-data run (LoRA learning rates are
+    usually ~10x those of full fine-tuning)."""
+    body = [p for n, p in model.body.named_parameters() if p.requires_grad and ".lora_" not in f".{n}"]
     body_ids = {id(p) for p in body}
     new = [p for p in model.parameters() if p.requires_grad and id(p) not in body_ids]
     groups = [g for g in ({"params": body, "lr": cfg.lr}, {"params": new, "lr": cfg.head_lr}) if g["params"]]
@@ -106,11 +142,18 @@ def refine(
     val_true: np.ndarray,
     log: Callable[[dict[str, Any]], None] = lambda rec: None,
     progress: bool = True,
+    checkpointer=None,
+    resume: dict[str, Any] | None = None,
 ) -> TrainState:
     """Train, evaluate on validation each epoch, keep the best weights (loaded at the end).
 
     ``decode`` maps raw outputs to label space so validation scores are in user units;
-    ``val_true`` are the validation labels in that space.
+    ``val_true`` are the validation labels in that space. ``checkpointer``
+    (:class:`transmodal.checkpoint.Checkpointer`) saves a resumable checkpoint every
+    ``cfg.checkpoint_every`` epochs; ``resume`` (a loaded ``"refine"`` checkpoint) continues
+    from it exactly: same batches, dropout masks and optimizer state as without the break.
+    A non-finite loss or gradient stops with :class:`NonFiniteError` (``on_nan="stop"``) or
+    drops that batch (``"skip"``: no optimizer or scheduler step; counted per epoch).
     """
     from tqdm.auto import tqdm
 
@@ -125,31 +168,47 @@ def refine(
     params = [p for p in model.parameters() if p.requires_grad]
 
     state = TrainState()
-    best_weights = copy.deepcopy(model.state_dict())
+    if resume is not None:  # last: restore() also puts back the RNG states
+        from .checkpoint import restore
+
+        restore(resume, model=accelerator.unwrap_model(model), optimizer=optimizer,
+                scheduler=scheduler, scaler=accelerator.scaler, generators={"loader": gen})
+        state = TrainState.from_dict(resume["state"])
+    best_weights = (resume or {}).get("best_model") or copy.deepcopy(model.state_dict())
     metric_name, _ = PRIMARY[task]
-    bar = tqdm(range(cfg.epochs), desc="refine", disable=not progress, leave=False)
+    start = cfg.epochs if state.stopped else state.epoch
+    bar = tqdm(range(start, cfg.epochs), desc="refine", disable=not progress, leave=False,
+               initial=start, total=cfg.epochs)
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
-        total, count = 0.0, 0
+        total, count, skipped = 0.0, 0, 0
         for xb, yb in loader:
             with accelerator.autocast():
                 out = model(xb)
             loss = loss_fn(task, out, yb)
-            if not torch.isfinite(loss):
-                raise NonFiniteError(
-                    f"non-finite loss in stage refine, epoch {epoch + 1}, step {state.step + 1}; "
-                    "lower --lr or check the data scale"
-                )
             optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            if cfg.grad_clip > 0:
-                accelerator.clip_grad_norm_(params, cfg.grad_clip)
+            bad = None if torch.isfinite(loss) else "loss"
+            if bad is None:
+                accelerator.backward(loss)
+                norm = grad_norm(accelerator, params, cfg.grad_clip)
+                bad = None if norm is None or torch.isfinite(norm) else "gradient"
+            if bad is not None:
+                if cfg.on_nan == "skip":  # drop the batch: no optimizer or scheduler step
+                    optimizer.zero_grad(set_to_none=True)
+                    skipped += 1
+                    continue
+                where = checkpointer.describe_last() if checkpointer is not None else "nothing was saved"
+                raise NonFiniteError(
+                    f"non-finite {bad} in stage refine, epoch {epoch + 1}, step {state.step + 1}; "
+                    f"lower --lr or check the data scale, or pass --on-nan skip; {where}"
+                )
             optimizer.step()
             scheduler.step()
             state.step += 1
             total += loss.item() * len(xb)
             count += len(xb)
+        state.skipped_batches += skipped
         x_va, y_va = val
         raw = predict_outputs(model, x_va, cfg.batch_size * 2, accelerator)
         val_loss = float(loss_fn(task, torch.from_numpy(raw), torch.from_numpy(y_va)))
@@ -164,11 +223,19 @@ def refine(
         rec = {"stage": "refine", "epoch": state.epoch, "step": state.step,
                "train_loss": total / max(count, 1), "val_loss": val_loss,
                **{f"val_{k}": v for k, v in val_scores.items() if k != "loss"},
-               "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t0}
+               "lr": scheduler.get_last_lr()[0], "skipped_batches": skipped,
+               "seconds": time.perf_counter() - t0}
         state.history.append(rec)
         log(rec)
         bar.set_postfix(loss=f"{rec['train_loss']:.3f}", **{metric_name: f"{val_scores[metric_name]:.3f}"})
-        if cfg.patience and state.bad_epochs >= cfg.patience:
+        state.stopped = bool(cfg.patience and state.bad_epochs >= cfg.patience)
+        last = state.stopped or state.epoch == cfg.epochs
+        if checkpointer is not None and checkpointer.due(state.epoch, last):  # after log(rec)
+            checkpointer.save(stage="refine", epoch=state.epoch, step=state.step, model=model,
+                              optimizer=optimizer, scheduler=scheduler, scaler=accelerator.scaler,
+                              generators={"loader": gen}, state=state.to_dict(), done=last,
+                              best_model=None if state.best_epoch == state.epoch else best_weights)
+        if state.stopped:
             break
     bar.close()
     accelerator.unwrap_model(model).load_state_dict(best_weights)

@@ -1,0 +1,352 @@
+"""Alignment distances: OTDD against POT and closed forms, MMD and L2 against numpy."""
+import math
+import warnings
+
+import numpy as np
+import ot
+import pytest
+import scipy.linalg
+import torch
+
+from transmodal.align import OTDDSource, l2, mmd, otdd
+from transmodal.align.distances import (OTNumericalError, SinkhornConvergenceWarning,
+                                        label_distances)
+from transmodal.errors import ConfigError, DataError, TransmodalError
+
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tensors are tiny: extra threads only add spin-waits on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _data(n=30, m=24, d=5, ks=3, kt=2, seed=0, dtype=F64):
+    g = torch.Generator().manual_seed(seed)
+    xs = torch.randn(n, d, generator=g, dtype=dtype)
+    ys = torch.randint(0, ks, (n,), generator=g)
+    xt = torch.randn(m, d, generator=g, dtype=dtype) * 1.3 + 0.4
+    yt = torch.randint(10, 10 + kt, (m,), generator=g)  # other ids: label sets are unrelated
+    return xs, ys, xt, yt
+
+
+def _uniform(n):
+    return torch.full((n,), 1.0 / n, dtype=F64)
+
+
+def _uniform_np(n):
+    return np.full(n, 1.0 / n)
+
+
+# ------------------------------------------------------------------------- outer OT
+
+
+@pytest.mark.parametrize("reg", [2.0, 0.5])
+def test_no_label_term_equals_pot_sinkhorn2(reg):
+    xs, _, xt, _ = _data()
+    cost = torch.cdist(xs, xt) ** 2
+    ref = ot.sinkhorn2(_uniform(30), _uniform(24), cost, reg, method="sinkhorn_log",
+                       stopThr=1e-13, numItermax=100_000)
+    ours = otdd(xs, None, xt, None, reg=reg, reg_relative=False, label_cost=False,
+                debiased=False, tol=1e-11, max_iter=100_000)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-4)
+
+
+def test_float32_small_reg_absorbs_and_matches_log_domain(monkeypatch):
+    """Scalings outgrow float32 at small reg: absorbed into the potentials, value still right."""
+    import transmodal.align.distances as dist
+
+    rebuilds = []
+    kernel = dist._kernel_
+    monkeypatch.setattr(dist, "_kernel_", lambda *a, **k: rebuilds.append(1) or kernel(*a, **k))
+    g = torch.Generator().manual_seed(0)
+    xs = torch.randn(40, 3, generator=g, dtype=F64)
+    xt = torch.randn(30, 3, generator=g, dtype=F64) * 1.5 + 1
+    eps = 0.01 * float(2 * xs.var(0, unbiased=False).sum())
+    ref = ot.sinkhorn2(_uniform(40), _uniform(30), torch.cdist(xs, xt) ** 2, eps,
+                       method="sinkhorn_log", stopThr=1e-10, numItermax=100_000)
+    ours = otdd(xs.float(), None, xt.float(), None, reg=0.01, label_cost=False, debiased=False,
+                tol=1e-5, max_iter=20_000)
+    assert rebuilds, "the test case should need absorptions"
+    assert ours.dtype == torch.float32
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_one_class_each_adds_constant_label_term():
+    """One class per side: the label term is one constant W2 added to every cost entry."""
+    xs, _, xt, _ = _data()
+    ys, yt = torch.zeros(30, dtype=torch.long), torch.full((24,), 7)
+    w = label_distances(xs, ys, xt, yt).item()
+    cost = torch.cdist(xs, xt) ** 2 + w
+    ref = ot.sinkhorn2(_uniform(30), _uniform(24), cost, 1.0, method="sinkhorn_log", stopThr=1e-13)
+    ours = otdd(xs, ys, xt, yt, reg=1.0, reg_relative=False, debiased=False, tol=1e-11)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-4)
+
+
+def test_small_reg_approaches_emd2():
+    """<P, C> decreases to the exact OT cost as reg -> 0: within 1e-5 relative at reg 1e-3."""
+    g = torch.Generator().manual_seed(0)
+    xs = torch.randn(15, 3, generator=g, dtype=F64)
+    xt = torch.randn(12, 3, generator=g, dtype=F64) * 1.3 + 0.4
+    exact = ot.emd2(_uniform_np(15), _uniform_np(12), (torch.cdist(xs, xt) ** 2).numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SinkhornConvergenceWarning)  # must converge: feasible plans
+        vals = [otdd(xs, None, xt, None, reg=reg, label_cost=False, debiased=False, tol=1e-10,
+                     max_iter=50_000).item() for reg in (0.05, 0.01, 0.001)]
+    assert vals[0] > vals[1] > vals[2] >= exact * (1 - 1e-8)
+    assert vals[1] == pytest.approx(exact, rel=1e-3)
+    assert vals[2] == pytest.approx(exact, rel=1e-5)
+
+
+@pytest.mark.parametrize("objective", ["cost", "entropic"])
+def test_identical_datasets_debiased_is_zero(objective):
+    xs, ys, xt, yt = _data()
+    scale = otdd(xs, ys, xt, yt, objective=objective).item()
+    same = otdd(xs, ys, xs.clone(), ys, objective=objective, tol=1e-5).item()
+    assert scale > 1.0
+    assert abs(same) < 1e-5 * scale
+
+
+def test_debiased_is_positive_and_grows_with_shift():
+    xs, ys, xt, yt = _data()
+    near = otdd(xs, ys, xs + 0.5, ys, reg=0.2).item()
+    far = otdd(xs, ys, xs + 1.5, ys, reg=0.2).item()
+    assert 0 < near < far
+
+
+# ------------------------------------------------------------------------ label term
+
+
+def _bures_np(x1, x2):
+    m1, m2 = x1.mean(0), x2.mean(0)
+    s1 = np.cov(x1.T, bias=True)
+    s2 = np.cov(x2.T, bias=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)  # singular: still accurate
+        r1 = np.real(scipy.linalg.sqrtm(s1))
+        cross = np.real(scipy.linalg.sqrtm(r1 @ s2 @ r1))
+    return float(((m1 - m2) ** 2).sum() + np.trace(s1 + s2 - 2 * cross))
+
+
+@pytest.mark.parametrize("sizes,d,rel", [((40, 30), 5, 1e-8),  # full-rank covariances
+                                         ((4, 6), 8, 1e-5)])  # singular: fewer points than dims
+def test_gaussian_label_term_is_closed_form_w2(sizes, d, rel):
+    g = np.random.default_rng(0)
+    n1, n2 = sizes
+    x1 = g.normal(size=(2 * n1, d))
+    x2 = g.normal(size=(n2, d)) @ g.normal(size=(d, d)) * 0.5 + 1.0
+    ys = torch.tensor([0] * n1 + [1] * n1)
+    w = label_distances(torch.from_numpy(x1), ys, torch.from_numpy(x2), torch.zeros(n2, dtype=torch.long))
+    assert w.shape == (2, 1)
+    for k in range(2):
+        expected = _bures_np(x1[k * n1:(k + 1) * n1], x2)
+        assert w[k, 0].item() == pytest.approx(expected, rel=rel)
+    self_w = label_distances(torch.from_numpy(x1), ys)
+    assert self_w[0, 0].item() == 0 and self_w[1, 1].item() == 0
+    assert self_w[0, 1].item() == pytest.approx(_bures_np(x1[:n1], x1[n1:]), rel=rel)
+
+
+def _mixed_sizes(sizes, d, seed, shift=0.0):
+    """Classes with fewer and with more points than dimensions (every code path)."""
+    g = np.random.default_rng(seed)
+    xs = [g.normal(size=(n, d)) @ g.normal(size=(d, d)) * 0.6 + g.normal(size=d) + shift for n in sizes]
+    y = np.concatenate([[k] * n for k, n in enumerate(sizes)])
+    return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(y)
+
+
+def test_gaussian_label_term_mixed_class_sizes():
+    d = 6
+    xs, ys = _mixed_sizes([3, 10, 6, 20, 1], d, seed=1)
+    xt, yt = _mixed_sizes([2, 8, 12, 5], d, seed=2, shift=0.5)
+    w = label_distances(xs, ys, xt, yt)
+    self_w = label_distances(xs, ys)
+    for k in range(5):
+        for l in range(4):
+            expected = _bures_np(xs[ys == k].numpy(), xt[yt == l].numpy())
+            assert w[k, l].item() == pytest.approx(expected, rel=1e-6, abs=1e-9)
+        for l in range(5):
+            expected = 0.0 if k == l else _bures_np(xs[ys == k].numpy(), xs[ys == l].numpy())
+            assert self_w[k, l].item() == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
+def test_exact_label_term_matches_emd2():
+    xs, ys, xt, yt = _data(n=24, m=18)
+    w = label_distances(xs, ys, xt, yt, inner="exact")
+    for k, cs in enumerate(torch.unique(ys)):
+        for l, ct in enumerate(torch.unique(yt)):
+            a, b = xs[ys == cs], xt[yt == ct]
+            expected = ot.emd2(_uniform_np(len(a)), _uniform_np(len(b)), (torch.cdist(a, b) ** 2).numpy())
+            assert w[k, l].item() == pytest.approx(expected, rel=1e-10)
+
+
+def test_exact_inner_otdd_runs_and_is_zero_on_identical():
+    xs, ys, xt, yt = _data(n=24, m=18)
+    assert otdd(xs, ys, xt, yt, inner="exact").item() > 0
+    assert abs(otdd(xs, ys, xs.clone(), ys, inner="exact", tol=1e-6, max_iter=5000).item()) < 1e-4
+
+
+# -------------------------------------------------------------------------- gradient
+
+
+def _fd_grad(fn, x, coords, h=1e-5):
+    out = []
+    for i, j in coords:
+        e = torch.zeros_like(x)
+        e[i, j] = h
+        out.append((fn(x + e).item() - fn(x - e).item()) / (2 * h))
+    return torch.tensor(out, dtype=x.dtype)
+
+
+@pytest.mark.parametrize("inner,mixed", [("gaussian", False), ("gaussian", True), ("exact", False)])
+def test_gradient_matches_finite_differences(inner, mixed):
+    """The envelope gradient is the exact gradient of the entropic objective."""
+    xs, ys, xt, yt = _data(n=20, m=16, d=4)
+    if mixed:  # classes below and above D points, singular covariances included
+        xs, ys = _mixed_sizes([3, 9, 6], 6, seed=3)
+        xt, yt = _mixed_sizes([2, 10, 4], 6, seed=4, shift=0.3)
+
+    def fn(x):
+        return otdd(xs, ys, x, yt, objective="entropic", inner=inner, tol=1e-13, max_iter=100_000)
+
+    x = xt.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(fn(x), x)
+    coords = [(0, 0), (3, 1), (7, 2), (15, 3), (9, 0)]
+    fd = _fd_grad(fn, xt, coords)
+    ours = torch.stack([grad[i, j] for i, j in coords])
+    torch.testing.assert_close(ours, fd, rtol=1e-5, atol=1e-7)
+
+
+def test_cost_objective_uses_the_entropic_gradient():
+    xs, ys, xt, yt = _data()
+    grads = []
+    for objective in ("cost", "entropic"):
+        x = xt.clone().requires_grad_()
+        otdd(xs, ys, x, yt, objective=objective, tol=1e-12).backward()
+        grads.append(x.grad)
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_gradient_finite_for_singular_class_covariances_float32():
+    """Classes with fewer points than dimensions: eigh autograd would give NaN here."""
+    xs, ys, xt, yt = _data(n=40, m=20, d=16, ks=4, kt=4, dtype=torch.float32)
+    x = xt.clone().requires_grad_()
+    val = otdd(xs, ys, x, yt)
+    val.backward()
+    assert val.dtype == torch.float32 and torch.isfinite(val)
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+# -------------------------------------------------------------------- OTDDSource
+
+
+@pytest.mark.parametrize("inner", ["gaussian", "exact"])
+def test_source_path_equals_plain_path(inner):
+    xs, ys, xt, yt = _data()
+    source = OTDDSource(xs, ys, inner=inner)
+    for batch in range(2):
+        x_plain = (xt + batch).requires_grad_()
+        x_src = (xt + batch).requires_grad_()
+        plain = otdd(xs, ys, x_plain, yt, inner=inner)
+        cached = otdd(None, None, x_src, yt, source=source)
+        plain.backward()
+        cached.backward()
+        assert cached.item() == pytest.approx(plain.item(), rel=1e-12)
+        torch.testing.assert_close(x_src.grad, x_plain.grad)
+
+
+def test_source_options_clash_raises():
+    xs, ys, xt, yt = _data()
+    source = OTDDSource(xs, ys, reg=0.1)
+    with pytest.raises(ConfigError, match="reg"):
+        otdd(None, None, xt, yt, source=source, reg=0.2)
+    assert otdd(None, None, xt, yt, source=source, reg=0.1).item() > 0
+
+
+# -------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("where", ["xs", "xt"])
+def test_nan_input_raises_clear_error(where):
+    xs, ys, xt, yt = _data()
+    (xs if where == "xs" else xt)[2, 1] = float("nan")
+    with pytest.raises(DataError, match=f"{where} contains NaN") as info:
+        otdd(xs, ys, xt, yt)
+    assert isinstance(info.value, (TransmodalError, ValueError))
+    with pytest.raises(DataError):
+        mmd(xs, xt)
+
+
+def test_overflowing_cost_raises_numerical_error():
+    """Finite features whose squared distances overflow float64."""
+    xs, _, xt, _ = _data()
+    with pytest.raises(OTNumericalError, match="NaN/inf"):
+        otdd(xs * 1e160, None, xt * 1e160, None, reg=1.0, reg_relative=False,
+             label_cost=False, debiased=False)
+
+
+def test_non_convergence_warns():
+    xs, _, xt, _ = _data()
+    with pytest.warns(SinkhornConvergenceWarning):
+        otdd(xs, None, xt, None, label_cost=False, reg=0.001, max_iter=3, tol=1e-12)
+
+
+# ---------------------------------------------------------------------- MMD and L2
+
+
+def _mmd_np(x, y, hs, unbiased=False):
+    def k(a, b):
+        d = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+        return sum(np.exp(-d / h) for h in hs)
+
+    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    if unbiased:
+        n, m = len(x), len(y)
+        return ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+                - 2 * kxy.mean())
+    return kxx.mean() + kyy.mean() - 2 * kxy.mean()
+
+
+def test_mmd_zero_on_identical_and_grows_with_shift():
+    xs, _, _, _ = _data()
+    assert abs(mmd(xs, xs.clone()).item()) < 1e-12
+    small, large = mmd(xs, xs + 0.2).item(), mmd(xs, xs + 1.0).item()
+    assert 0 < small < large
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_mmd_matches_numpy(unbiased):
+    xs, _, xt, _ = _data()
+    x, y = xs.numpy(), xt.numpy()
+    pooled = np.concatenate([x, y])
+    d = ((pooled[:, None] - pooled[None]) ** 2).sum(-1)
+    med = np.median(d[np.triu_indices(len(pooled), 1)])
+    hs = [med * f for f in (0.25, 0.5, 1.0, 2.0, 4.0)]
+    assert mmd(xs, xt, unbiased=unbiased).item() == pytest.approx(_mmd_np(x, y, hs, unbiased), rel=1e-10)
+    assert mmd(xs, xt, bandwidths=[3.0]).item() == pytest.approx(_mmd_np(x, y, [3.0]), rel=1e-10)
+
+
+def test_l2_matches_numpy_and_differentiates():
+    xs, _, xt, _ = _data()
+    x, y = xs.numpy(), xt.numpy()
+    expected = ((x.mean(0) - y.mean(0)) ** 2).sum() + ((np.sqrt(x.var(0) + 1e-12) - np.sqrt(y.var(0) + 1e-12)) ** 2).sum()
+    xt = xt.clone().requires_grad_()
+    val = l2(xs, xt)
+    assert val.item() == pytest.approx(expected, rel=1e-12)
+    val.backward()
+    assert torch.isfinite(xt.grad).all()
+    assert l2(xs, xs.clone()).item() == pytest.approx(0.0, abs=1e-20)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    xs, ys, xt, yt = _data()
+    source = OTDDSource(xs.cuda(), ys.cuda())
+    x = xt.cuda().requires_grad_()
+    val = otdd(None, None, x, yt.cuda(), source=source)
+    val.backward()
+    assert val.item() == pytest.approx(otdd(xs, ys, xt, yt).item(), rel=1e-6)
+    assert math.isfinite(x.grad.sum().item())

@@ -1,0 +1,81 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import transmodal
+from transmodal.align.reference import source_reference
+from transmodal.align.stage import align, pseudo_labels, target_features
+from transmodal.body import Body
+from transmodal.config import FitConfig
+from transmodal.errors import ConfigError
+from transmodal.model import ModelSpec, build_model
+
+FAST = dict(epochs=2, batch_size=8, progress=False, max_tokens=16)
+
+
+def test_text_source_reference_is_labelled_and_cached(tiny_bodies, monkeypatch):
+    body = Body.from_name(tiny_bodies["bert"])
+    xs, ys = source_reference(body, tiny_bodies["bert"], max_points=600)
+    assert xs.shape[1] == 32 and len(xs) == len(ys) and len(torch.unique(ys)) >= 10
+    assert torch.isfinite(xs).all()
+    # the second call reads the cache: no embedding work at all
+    monkeypatch.setattr(Body, "embed_ids", lambda *a, **k: pytest.fail("recomputed"))
+    xs2, _ = source_reference(body, tiny_bodies["bert"], max_points=600)
+    assert torch.equal(xs, xs2)
+
+
+def test_image_source_reference_from_digits(tiny_bodies):
+    body = Body.from_name(tiny_bodies["vit"])
+    xs, ys = source_reference(body, tiny_bodies["vit"], max_points=300)
+    assert xs.shape == (300, 32) and set(ys.tolist()) == set(range(10))
+
+
+def test_body_without_tokenizer_refused(tiny_bodies):
+    body = Body.from_name(tiny_bodies["roberta"])  # saved without tokenizer files
+    with pytest.raises(ConfigError, match="tokenizer"):
+        source_reference(body, tiny_bodies["roberta"])
+
+
+@pytest.mark.parametrize("method", ["otdd", "mmd", "l2"])
+def test_align_moves_only_the_embedder_and_lowers_the_distance(tiny_bodies, toy_series, method):
+    x, y = toy_series
+    spec = ModelSpec(task="classification", n_outputs=2, in_channels=1, spatial=[48],
+                     body=tiny_bodies["bert"], max_tokens=16)
+    model = build_model(spec)
+    body_before = {k: v.clone() for k, v in model.body.state_dict().items()}
+    emb_before = model.embedder.proj.weight.clone()
+    cfg = FitConfig(align=method, align_epochs=15, head_lr=1e-2)
+    x_in = ((x - x.mean()) / x.std())[:, None].astype(np.float32)
+    out = align(model, x_in, y, cfg, tiny_bodies["bert"], torch.device("cpu"), progress=False)
+    dist = [r["distance"] for r in out["history"]]
+    assert len(dist) == 15 and dist[-1] < dist[0]
+    assert all(torch.equal(v, model.body.state_dict()[k]) for k, v in body_before.items())
+    assert not torch.equal(emb_before, model.embedder.proj.weight)
+    assert all(p.requires_grad for p in model.body.parameters())  # flags restored for refine
+
+
+def test_fit_with_align_logs_and_plots(tiny_bodies, toy_series, tmp_path):
+    x, y = toy_series
+    run = transmodal.fit((x, y), out=tmp_path / "run", body=tiny_bodies["bert"], align="otdd",
+                         align_epochs=3, **FAST)
+    records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in records] == ["align"] * 3 + ["refine"] * 2
+    assert all(np.isfinite(r["distance"]) for r in records[:3])
+    assert (tmp_path / "run" / "report" / "align_distance.png").exists()
+    assert (tmp_path / "run" / "report" / "align_embedding.png").exists()
+    assert run.summary["times"]["align"] > 0
+
+
+def test_regression_targets_get_kmeans_pseudo_labels():
+    y = np.concatenate([np.zeros(10), np.ones(10) * 5, np.ones(10) * 10])[:, None]
+    labels = pseudo_labels("regression", y, k=3, seed=0)
+    assert len(np.unique(labels)) == 3
+    assert all(len(np.unique(labels[i * 10:(i + 1) * 10])) == 1 for i in range(3))
+
+
+def test_align_with_cnn_or_scratch_refused(toy_series):
+    x, y = toy_series
+    with pytest.raises(ConfigError, match="--align with --tune scratch"):
+        transmodal.fit((x, y), align="otdd", tune="scratch")
