@@ -79,3 +79,17 @@ def test_align_with_cnn_or_scratch_refused(toy_series):
     x, y = toy_series
     with pytest.raises(ConfigError, match="--align with --tune scratch"):
         transmodal.fit((x, y), align="otdd", tune="scratch")
+
+
+def test_ablation_benchmark_table(tiny_bodies, toy_series, tmp_path, capsys):
+    from transmodal.bench import ablate
+
+    x, y = toy_series
+    np.savez(tmp_path / "d.npz", x_train=x[:30], y_train=y[:30], x_test=x[30:], y_test=y[30:])
+    assert ablate.main(["--data", str(tmp_path / "d.npz"), "--align", "l2", "--align-epochs", "0", "2",
+                        "--seeds", "0", "1", "--epochs", "1", "--body", tiny_bodies["bert"],
+                        "--csv", str(tmp_path / "a.csv")]) == 0
+    out = capsys.readouterr().out
+    rows = [l for l in out.splitlines() if l.startswith("| 0 |") or l.startswith("| 2 |")]
+    assert len(rows) == 2 and all(l.count("|") == 6 for l in rows)
+    assert len((tmp_path / "a.csv").read_text().splitlines()) == 5  # header + 2 x 2 fits

@@ -204,8 +204,13 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tiny_bodies, toy_series,
     assert_same_run(tmp_path / "ref", tmp_path / "run")
 
 
-def test_checkpoint_file_format_is_weights_only(tiny_bodies, toy_series, tmp_path):
+def test_checkpoint_file_format_is_weights_only(tiny_bodies, toy_series, tmp_path, monkeypatch):
+    import shutil
+
     x, y = toy_series
+    transmodal.fit((x, y), out=tmp_path / "done", body=tiny_bodies["bert"], epochs=2, progress=False, **FAST)
+    assert not (tmp_path / "done" / "checkpoint").exists()  # a finished run drops its checkpoint
+    monkeypatch.setattr(shutil, "rmtree", lambda *a, **k: None)  # keep it here, to read it
     transmodal.fit((x, y), out=tmp_path / "run", body=tiny_bodies["bert"], epochs=2, progress=False, **FAST)
     path = tmp_path / "run" / "checkpoint" / "checkpoint.pt"
     ckpt = torch.load(path, weights_only=True)  # nothing in it needs pickle

@@ -68,7 +68,11 @@ class RunFolder:
         atomic_write_text(self.path / "metrics.jsonl", text)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
+        """Mark the run complete; its resume checkpoint (hundreds of MB) is no longer needed."""
         atomic_write_text(self.summary_path, json.dumps(summary, indent=2, default=str))
+        import shutil
+
+        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
 
     def read_summary(self) -> dict[str, Any]:
         if not self.summary_path.exists():
