@@ -110,3 +110,11 @@ def test_unseen_label_rejected():
     p = Preprocessor.fit(np.zeros((4, 1, 5)), np.array(["a", "b", "a", "b"]), "classification")
     with pytest.raises(DataError, match="labels \\['c'\\] were not seen"):
         p.transform_y(np.array(["a", "c"]))
+
+
+def test_dense_all_zero_target_rejected():
+    x = np.ones((4, 1, 8))
+    y = np.ones((4, 8))
+    y[2] = 0.0
+    with pytest.raises(DataError, match="dense target of sample 2 is identically zero"):
+        check_task_labels("dense", x, y)

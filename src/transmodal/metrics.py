@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from .errors import DataError
 
 # task -> (metric that chooses the best epoch, True if higher is better)
 PRIMARY = {"classification": ("accuracy", True), "regression": ("rmse", False), "dense": ("rel_l2", False)}
 
 
-def rel_l2(pred: np.ndarray, true: np.ndarray) -> float:
-    """Mean over samples of ||pred - true|| / ||true|| (the usual PDE-surrogate score)."""
-    p = pred.reshape(len(pred), -1).astype(np.float64)
-    t = true.reshape(len(true), -1).astype(np.float64)
-    return float(np.mean(np.linalg.norm(p - t, axis=1) / np.maximum(np.linalg.norm(t, axis=1), 1e-12)))
+def rel_l2(pred: Any, true: Any) -> float:
+    """Mean over samples of ||pred - true|| / ||true|| (each sample flattened): the dense score.
+
+    The usual PDE-surrogate error. Takes numpy arrays or anything ``np.asarray`` takes; the
+    first axis indexes samples.
+    """
+    p = np.asarray(pred, dtype=np.float64)
+    t = np.asarray(true, dtype=np.float64)
+    if p.shape != t.shape:
+        raise DataError(f"prediction shape {p.shape} does not match target shape {t.shape}")
+    if p.ndim < 1 or p.shape[0] == 0:
+        raise DataError("rel_l2 needs at least one sample")
+    p = p.reshape(p.shape[0], -1)
+    t = t.reshape(t.shape[0], -1)
+    norms = np.linalg.norm(t, axis=1)
+    if np.any(norms == 0):
+        raise DataError("rel_l2 is undefined for a target that is identically zero")
+    return float(np.mean(np.linalg.norm(p - t, axis=1) / norms))
 
 
 def score(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:

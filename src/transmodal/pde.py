@@ -50,7 +50,6 @@ __all__ = [
     "solve_burgers",
     "make_heat",
     "make_burgers",
-    "relative_l2",
 ]
 
 
@@ -254,23 +253,3 @@ def make_burgers(
         solver="pseudo-spectral, 2/3 dealiasing, integrating-factor RK4",
     )
     return _split(u0, u_t, n_train, meta)
-
-
-def relative_l2(pred: Any, true: Any) -> float:
-    """Mean over samples of ||pred - true|| / ||true|| (each sample flattened): the dense score.
-
-    Accepts numpy arrays or anything ``np.asarray`` takes (CPU torch tensors included);
-    the first axis indexes samples.
-    """
-    p = np.asarray(pred, dtype=np.float64)
-    t = np.asarray(true, dtype=np.float64)
-    if p.shape != t.shape:
-        raise DataError(f"prediction shape {p.shape} does not match target shape {t.shape}")
-    if p.ndim < 1 or p.shape[0] == 0:
-        raise DataError("relative_l2 needs at least one sample")
-    p = p.reshape(p.shape[0], -1)
-    t = t.reshape(t.shape[0], -1)
-    norms = np.linalg.norm(t, axis=1)
-    if np.any(norms == 0):
-        raise DataError("relative_l2 is undefined for a target that is identically zero")
-    return float(np.mean(np.linalg.norm(p - t, axis=1) / norms))

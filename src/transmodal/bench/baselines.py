@@ -32,7 +32,7 @@ from sklearn.preprocessing import StandardScaler
 
 from transmodal.bench.cost import PeakMemory, Timer
 from transmodal.errors import ConfigError, DataError
-from transmodal.pde import relative_l2
+from transmodal.metrics import rel_l2
 
 __all__ = [
     "TASKS",
@@ -293,7 +293,7 @@ def score(pred: Any, y_true: Any, task: str) -> dict[str, float]:
             "rmse": float(math.sqrt(mean_squared_error(y_true, pred))),
             "r2": float(r2_score(y_true, pred)),
         }
-    return {"rel_l2": relative_l2(pred, y_true)}
+    return {"rel_l2": rel_l2(pred, y_true)}
 
 
 def run_baselines(
