@@ -149,8 +149,11 @@ def test_cli_help_lists_the_reliability_options(capsys):
     assert all(opt in out for opt in ("--resume RUN", "--checkpoint-every", "--on-nan"))
 
 
-def test_resume_refusals(tiny_bodies, npz, tmp_path):
+def test_resume_refusals(tiny_bodies, npz, tmp_path, monkeypatch):
+    import shutil
+
     run = tmp_path / "run"
+    monkeypatch.setattr(shutil, "rmtree", lambda *a, **k: None)  # keep the finished run's checkpoint
     transmodal.fit(str(npz), out=run, body=tiny_bodies["bert"], epochs=2, progress=False, **FAST)
     with pytest.raises(ConfigError, match="already complete"):
         transmodal.fit(resume=run)

@@ -217,15 +217,12 @@ def data_fingerprint(*arrays: Any) -> str:
 
 def check_architecture(state: Mapping[str, torch.Tensor], model: torch.nn.Module, where: str) -> None:
     """Refuse weights of another architecture with one line (instead of a long torch error)."""
-    ours = model.state_dict()
-    missing = sorted(set(ours) - set(state))
-    unexpected = sorted(set(state) - set(ours))
-    resized = sorted(k for k in set(ours) & set(state) if tuple(ours[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or resized:
-        example = (missing or unexpected or resized)[0]
+    from .model import architecture_mismatch
+
+    mismatch = architecture_mismatch(model.state_dict(), dict(state))
+    if mismatch:
         raise CheckpointError(
-            f"{where} holds weights of another architecture ({len(missing)} missing, "
-            f"{len(unexpected)} unexpected, {len(resized)} resized tensors, e.g. {example}); "
+            f"{where} holds weights of another architecture ({mismatch}); "
             "it does not belong to this run: start the run again with --overwrite"
         )
 

@@ -170,14 +170,10 @@ def load_model(folder: Path) -> tuple[TransmodalModel, dict[str, Any]]:
 
         keep = adapter_keys(model)
         ours = {k: v for k, v in ours.items() if k in keep}
-    missing = sorted(set(ours) - set(state))
-    unexpected = sorted(set(state) - set(ours))
-    resized = sorted(k for k in set(ours) & set(state) if ours[k].shape != state[k].shape)
-    if missing or unexpected or resized:
-        example = (missing or unexpected or resized)[0]
+    mismatch = architecture_mismatch(ours, state)
+    if mismatch:
         raise CheckpointError(
-            f"{weights} does not match the architecture in model.json ({len(missing)} missing, "
-            f"{len(unexpected)} unexpected, {len(resized)} resized tensors, e.g. {example}): "
+            f"{weights} does not match the architecture in model.json ({mismatch}): "
             "the files come from different models: re-copy the whole run folder"
         )
     model.load_state_dict(state, strict=not spec.lora)  # lora: the base body is already loaded
@@ -209,3 +205,15 @@ def _rebuild(spec: ModelSpec) -> nn.Module:
     cfg = dict(spec.body_config)
     config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
     return build_model(spec, body_config=config)
+
+
+def architecture_mismatch(ours: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:
+    """'' when ``state`` fits ``ours`` exactly, else a short description of what differs."""
+    missing = sorted(set(ours) - set(state))
+    unexpected = sorted(set(state) - set(ours))
+    resized = sorted(k for k in set(ours) & set(state) if tuple(ours[k].shape) != tuple(state[k].shape))
+    if not (missing or unexpected or resized):
+        return ""
+    example = (missing or unexpected or resized)[0]
+    return (f"{len(missing)} missing, {len(unexpected)} unexpected, {len(resized)} resized "
+            f"tensors, e.g. {example}")
