@@ -240,6 +240,15 @@ def test_gradient_finite_for_singular_class_covariances_float32():
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
+def test_half_precision_input_computes_in_float32():
+    xs, ys, xt, yt = _data(dtype=torch.float32)
+    x = xt.to(torch.bfloat16).requires_grad_()
+    val = otdd(xs.to(torch.bfloat16), ys, x, yt)
+    val.backward()
+    assert val.dtype == torch.bfloat16 and x.grad.dtype == torch.bfloat16
+    assert val.item() == pytest.approx(otdd(xs, ys, xt, yt).item(), rel=0.05)
+
+
 # -------------------------------------------------------------------- OTDDSource
 
 
@@ -263,7 +272,10 @@ def test_source_options_clash_raises():
     source = OTDDSource(xs, ys, reg=0.1)
     with pytest.raises(ConfigError, match="reg"):
         otdd(None, None, xt, yt, source=source, reg=0.2)
-    assert otdd(None, None, xt, yt, source=source, reg=0.1).item() > 0
+    with pytest.raises(ConfigError, match="either"):
+        otdd(xs.clone(), ys, xt, yt, source=source)
+    same = otdd(xs, ys, xt, yt, source=source, reg=0.1).item()  # the same tensors are fine
+    assert same == otdd(None, None, xt, yt, source=source).item() > 0
 
 
 # -------------------------------------------------------------------------- errors
@@ -332,7 +344,8 @@ def test_mmd_matches_numpy(unbiased):
 def test_l2_matches_numpy_and_differentiates():
     xs, _, xt, _ = _data()
     x, y = xs.numpy(), xt.numpy()
-    expected = ((x.mean(0) - y.mean(0)) ** 2).sum() + ((np.sqrt(x.var(0) + 1e-12) - np.sqrt(y.var(0) + 1e-12)) ** 2).sum()
+    std_x, std_y = np.sqrt(x.var(0) + 1e-12), np.sqrt(y.var(0) + 1e-12)
+    expected = ((x.mean(0) - y.mean(0)) ** 2).sum() + ((std_x - std_y) ** 2).sum()
     xt = xt.clone().requires_grad_()
     val = l2(xs, xt)
     assert val.item() == pytest.approx(expected, rel=1e-12)

@@ -39,6 +39,7 @@ REPEATED_SOURCE = 5000
 REPEATED_TARGET = 512
 DEFAULT_CLASSES = 10
 CELL_TIMEOUT_S = 900  # one subprocess (all repeats of one cell)
+MEM_LIMIT_GB = 12.0  # address-space cap per cell subprocess (the machine has 23 GB, shared)
 WARMUP_MAX_SIZE = 5000  # above this, one untimed warm-up run costs minutes and changes nothing
 
 
@@ -158,7 +159,22 @@ def pot_reference(xs, ys, xt, yt, eps: float, max_iter: int, tol: float, debiase
 
 
 def _worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run one cell (impl x size x pass) in this process; returns times, values, memory."""
+    """Run one cell in this process (under the memory cap); returns times, values, memory."""
+    limit_gb = spec.get("mem_limit_gb")
+    if limit_gb:
+        # An address-space cap makes a run that needs too much fail cleanly in its own process
+        # instead of pushing a shared machine into the OOM killer.
+        cap = int(limit_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    try:
+        return _cell(spec)
+    except (MemoryError, RuntimeError) as err:
+        if isinstance(err, MemoryError) or "allocat" in str(err):
+            return {"error": f"out of memory under the {limit_gb:g} GB cap (--mem-limit-gb)"}
+        raise
+
+
+def _cell(spec: dict[str, Any]) -> dict[str, Any]:
     import ot  # noqa: F401  (imported before the memory baseline, for both implementations)
     import torch
 
@@ -299,7 +315,8 @@ def run(sizes: Sequence[int] = (1000, 5000, 20000), dim: int = 384,
         n_classes: int = DEFAULT_CLASSES, repeats: int = 3, include_backward: bool = True,
         file: TextIO = sys.stdout, *, reg: float | None = None, seed: int = 0,
         repeated: bool = True, outer_only: bool = True, threads: int | None = None,
-        timeout: float = CELL_TIMEOUT_S, pot_max_size: int | None = None) -> list[dict[str, Any]]:
+        timeout: float = CELL_TIMEOUT_S, pot_max_size: int | None = None,
+        mem_limit_gb: float | None = MEM_LIMIT_GB) -> list[dict[str, Any]]:
     """Time ours against the POT reference; print markdown tables; return one dict per row.
 
     Tables: the full debiased OTDD (Gaussian label term); the outer OT alone (no label term,
@@ -314,12 +331,14 @@ def run(sizes: Sequence[int] = (1000, 5000, 20000), dim: int = 384,
 
     reg = DEFAULT_REG if reg is None else reg
     base = dict(dim=dim, n_classes=n_classes, reg=reg, seed=seed, repeats=repeats,
-                threads=threads)
+                threads=threads, mem_limit_gb=mem_limit_gb)
     print(f"Align-loss speed: float32 features, {n_classes} classes per side, reg {reg} "
           f"(relative), tol {DEFAULT_TOL:g}, max_iter {DEFAULT_MAX_ITER}, torch threads "
           f"{threads or torch.get_num_threads()} on {os.cpu_count()} CPUs; times are the median "
-          f"of {repeats} runs after one warm-up (none above N={WARMUP_MAX_SIZE}). Peak MB: extra peak RSS of a fresh process "
-          "running the cell. Load: 1-minute load average during the cell.", file=file, flush=True)
+          f"of {repeats} runs after one warm-up (none above N={WARMUP_MAX_SIZE}). "
+          "Peak MB: extra "
+          f"peak RSS of a fresh process running the cell (capped at {mem_limit_gb} GB of address space). Load: 1-minute "
+          "load average during the cell.", file=file, flush=True)
     passes = [False, True] if include_backward else [False]
     rows = _table("Debiased OTDD, Gaussian label term (the align loss)", sizes, passes,
                   {**base, "label": True, "debiased": True}, timeout, pot_max_size, file)
@@ -340,11 +359,13 @@ def run(sizes: Sequence[int] = (1000, 5000, 20000), dim: int = 384,
                             ("ours", "ours, plain call (recomputes the source side)"),
                             ("ours_source", "ours with OTDDSource (source side once)")):
             r = ref if impl == "pot" else _run_cell({**spec, "impl": impl}, timeout)
-            notes = _notes(("", r)).replace(": ", "", 1) if ("error" in r or r.get("notes")) else ""
+            notes = "; ".join(([r["error"]] if "error" in r else []) + r.get("notes", []))
             if r.get("source_build_s") is not None:
-                notes = (notes + "; " if notes else "") + f"OTDDSource built once in {r['source_build_s']:.2f} s"
-            line = (f"| {label} | {_fmt_s(r)} | {_ratio(r, ref)} | "
-                    f"{'—' if impl == 'pot' else _rel_diff(r, ref)} | {_fmt_mb(r)} | {_load(r)} | {notes} |")
+                built = f"OTDDSource built once in {r['source_build_s']:.2f} s"
+                notes = f"{notes}; {built}" if notes else built
+            diff = "—" if impl == "pot" else _rel_diff(r, ref)
+            line = (f"| {label} | {_fmt_s(r)} | {_ratio(r, ref)} | {diff} | {_fmt_mb(r)} | "
+                    f"{_load(r)} | {notes} |")
             rows.append({"table": "repeated", "variant": impl, "result": r, "line": line})
             print(line, file=file, flush=True)
     return rows
@@ -368,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="skip the POT reference above this N")
     parser.add_argument("--timeout", type=float, default=CELL_TIMEOUT_S,
                         help=f"seconds per cell subprocess (default {CELL_TIMEOUT_S})")
+    parser.add_argument("--mem-limit-gb", type=float, default=MEM_LIMIT_GB,
+                        help=f"address-space cap per cell, 0 for none (default {MEM_LIMIT_GB:g})")
     parser.add_argument("--quick", action="store_true",
                         help="N=M=500, D=64, 1 repeat: a smoke test of the benchmark itself")
     parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
@@ -382,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run(args.sizes, dim=args.dim, n_classes=args.classes, repeats=args.repeats,
         include_backward=not args.no_backward, reg=args.reg, repeated=not args.no_repeated,
         outer_only=not args.no_outer, threads=args.threads, timeout=args.timeout,
-        pot_max_size=args.pot_max_size)
+        pot_max_size=args.pot_max_size, mem_limit_gb=args.mem_limit_gb or None)
     return 0
 
 
