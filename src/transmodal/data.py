@@ -320,6 +320,12 @@ def check_task_labels(task: str, x: np.ndarray, y: np.ndarray) -> None:
             )
         if y.dtype.kind not in "fiu":
             raise DataError("dense targets must be numeric")
+        zero = np.flatnonzero(~np.abs(y.reshape(len(y), -1)).any(axis=1))
+        if len(zero):
+            raise DataError(
+                f"dense target of sample {zero[0]} is identically zero, so its relative L2 error "
+                "(the dense score) is undefined; drop such samples or offset the targets"
+            )
 
 
 def split_train_val(

@@ -121,6 +121,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     ds = load_dataset(data if data is not None else cfg.data, cfg.test_data, cfg.label_column)
     task = infer_task(ds.x_train, ds.y_train) if cfg.task == "auto" else cfg.task
     check_task_labels(task, ds.x_train, ds.y_train)
+    if ds.x_test is not None and task == "dense":
+        check_task_labels(task, ds.x_test, ds.y_test)
     tr, va = split_train_val(ds.y_train, task, cfg.val_fraction, cfg.seed)
     pre = Preprocessor.fit(ds.x_train[tr], ds.y_train[tr], task, ds.variable_length,
                            image_norm="unit" if is_cnn_body(cfg.body) else "channel")
