@@ -32,6 +32,18 @@ def test_minirocket_on_gunpoint():
     assert score(pred, y_test, "classification")["accuracy"] >= 0.9  # published: 0.993
 
 
+def test_minirocket_keeps_numba_off_the_openmp_runtime_torch_uses():
+    """On numba's "omp" layer, a later torch.set_num_threads slowed training ~15x."""
+    import os
+
+    import numba
+
+    x, y = _two_class_series(24, 40, np.random.default_rng(0))
+    fit_predict("minirocket", x, y, x, "classification", seed=0)
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        assert numba.threading_layer() == "workqueue"
+
+
 def test_linear_regression_beats_a_constant_predictor():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 2, 20))

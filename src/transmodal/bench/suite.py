@@ -345,9 +345,10 @@ def run_deep(data: SuiteData, key: str, seed: int, plan: FitPlan, opts: argparse
     if threads:
         import torch
 
-        # MiniRocket's numba kernels run on the OpenMP runtime torch shares and reset its thread
-        # count to all cores: measured 10-30x slower fits on a shared CPU until it is set back.
-        torch.set_num_threads(threads)
+        # Only when it changed: re-setting the same count after numba had used OpenMP slowed
+        # torch ~15x (baselines.py now keeps numba off OpenMP; this guards the rest).
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
     # The MFU denominator is re-measured just before each fit: on a shared CPU the rate at the
     # start of a long suite says little about the rate an hour later.
     rates = _measure_rates(opts.device, repeats=5)
