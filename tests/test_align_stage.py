@@ -93,3 +93,32 @@ def test_ablation_benchmark_table(tiny_bodies, toy_series, tmp_path, capsys):
     rows = [l for l in out.splitlines() if l.startswith("| 0 |") or l.startswith("| 2 |")]
     assert len(rows) == 2 and all(l.count("|") == 6 for l in rows)
     assert len((tmp_path / "a.csv").read_text().splitlines()) == 5  # header + 2 x 2 fits
+
+
+@pytest.mark.parametrize("on_nan", ["stop", "skip"])
+def test_non_finite_alignment_distance_stops_or_is_skipped(tiny_bodies, toy_series, monkeypatch, on_nan):
+    from transmodal.align import stage
+    from transmodal.train import NonFiniteError
+
+    x, y = toy_series  # 32 samples: one align step per epoch
+    spec = ModelSpec(task="classification", n_outputs=2, in_channels=1, spatial=[48],
+                     body=tiny_bodies["bert"], max_tokens=16)
+    model = build_model(spec)
+    real, calls = stage.Aligner.distance, [0]
+
+    def distance(self, xt, yt):  # the 2nd step's distance is NaN
+        calls[0] += 1
+        d = real(self, xt, yt)
+        return d * float("nan") if calls[0] == 2 else d
+
+    monkeypatch.setattr(stage.Aligner, "distance", distance)
+    cfg = FitConfig(align="l2", align_epochs=3, on_nan=on_nan)
+    x_in = ((x - x.mean()) / x.std())[:, None].astype(np.float32)
+    if on_nan == "stop":
+        with pytest.raises(NonFiniteError, match="non-finite alignment distance in stage align, epoch 2"):
+            align(model, x_in, y, cfg, tiny_bodies["bert"], torch.device("cpu"), progress=False)
+        return
+    out = align(model, x_in, y, cfg, tiny_bodies["bert"], torch.device("cpu"), progress=False)
+    assert [r["skipped_steps"] for r in out["history"]] == [0, 1, 0]
+    assert [r["step"] for r in out["history"]] == [1, 1, 2]
+    assert all(torch.isfinite(p).all() for p in model.embedder.parameters())

@@ -99,3 +99,23 @@ def test_variable_length_rule_applied_at_predict(tiny_bodies):
 def test_default_minilm_on_gunpoint(tmp_path):
     run = transmodal.fit("ucr:GunPoint", out=tmp_path / "gp", epochs=60, progress=False)
     assert run.summary["metrics"]["test"]["accuracy"] >= 0.85
+
+
+def test_lr_schedules_warm_up_then_decay_or_hold():
+    from transmodal.train import lr_factor
+
+    cos, const = lr_factor(100, 0.1, "cosine"), lr_factor(100, 0.1, "constant")
+    assert [cos(s) for s in (0, 9)] == pytest.approx([0.1, 1.0])  # linear warm-up, 10 steps
+    assert cos(10) == pytest.approx(1.0) and cos(55) == pytest.approx(0.5) and cos(100) == 0.0
+    assert [const(s) for s in (0, 10, 55, 100)] == pytest.approx([0.1, 1.0, 1.0, 1.0])
+
+
+def test_constant_schedule_holds_the_rate_in_a_run(tiny_bodies, toy_series, tmp_path):
+    x, y = toy_series
+    transmodal.fit((x, y), body=tiny_bodies["bert"], out=tmp_path / "r", schedule="constant",
+                         warmup=0.0, **FAST)
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "r" / "metrics.jsonl").open()
+           if json.loads(line).get("stage") == "refine"]
+    assert lrs == pytest.approx([1e-4] * 4)
+    with pytest.raises(ConfigError, match="schedule"):
+        transmodal.fit((x, y), body=tiny_bodies["bert"], schedule="linear", **FAST)

@@ -30,6 +30,7 @@ FIT_OPTIONS: dict[str, tuple[Any, str]] = {
     "batch-size": (int, "batch size (default 16)"),
     "lr": (float, "body learning rate (default 1e-4)"),
     "head-lr": (float, "embedder and head learning rate (default 1e-3)"),
+    "schedule": (str, "learning rate after the 10%% warm-up: cosine (default, decays to 0) or constant"),
     "weight-decay": (float, "AdamW weight decay (default 0.01)"),
     "patience": (int, "early stopping patience in epochs, 0 = off (default 30)"),
     "val-fraction": (float, "share of training data held out for validation (default 0.2)"),

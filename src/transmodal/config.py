@@ -18,6 +18,7 @@ TUNE_CHOICES = ("full", "scratch", "frozen", "layernorm", "hybrid:K", "lora")
 TASK_CHOICES = ("auto", "classification", "regression", "dense")
 PRECISION_CHOICES = ("auto", "fp32", "bf16")
 ON_NAN_CHOICES = ("stop", "skip")
+SCHEDULE_CHOICES = ("cosine", "constant")
 
 
 def parse_tune(tune: str) -> tuple[str, int | None]:
@@ -52,6 +53,7 @@ class FitConfig:
     head_lr: float = 1e-3  # embedder and head learning rate
     weight_decay: float = 0.01
     warmup: float = 0.1  # fraction of refine steps with linear warm-up
+    schedule: str = "cosine"  # after warm-up: cosine decay to 0, or constant
     grad_clip: float = 1.0
     patience: int = 30  # early stopping on the validation metric; 0 disables
     val_fraction: float = 0.2
@@ -80,6 +82,7 @@ class FitConfig:
         _choice("task", self.task, TASK_CHOICES)
         _choice("precision", self.precision, PRECISION_CHOICES)
         _choice("on_nan", self.on_nan, ON_NAN_CHOICES)
+        _choice("schedule", self.schedule, SCHEDULE_CHOICES)
         parse_tune(self.tune)
         self._check_image_options()
         if self.align != "none" and self.tune == "scratch":

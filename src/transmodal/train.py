@@ -1,7 +1,8 @@
 """The refine stage: supervised fine-tuning with the best epoch chosen on validation data.
 
-AdamW (body and embedder/head learning rates apart), linear warm-up then cosine decay,
-gradient clipping, early stopping. Devices and mixed precision go through accelerate.
+AdamW (body and embedder/head learning rates apart), linear warm-up then cosine decay or a
+constant rate (``--schedule``), gradient clipping, early stopping. Devices and mixed precision
+go through accelerate.
 """
 
 from __future__ import annotations
@@ -107,12 +108,16 @@ class TrainState:
         return cls(**d)
 
 
-def cosine_with_warmup(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
+def lr_factor(total_steps: int, warmup_fraction: float, schedule: str = "cosine"
+              ) -> Callable[[int], float]:
+    """Learning-rate multiplier per step: linear warm-up, then cosine decay to 0 or constant."""
     warm = max(1, int(round(warmup_fraction * total_steps))) if warmup_fraction > 0 else 0
 
     def factor(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
+        if schedule == "constant":
+            return 1.0
         progress = (step - warm) / max(1, total_steps - warm)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
@@ -163,7 +168,7 @@ def refine(
                         batch_size=cfg.batch_size, shuffle=True, generator=gen)
     optimizer = build_optimizer(model, cfg)
     steps = cfg.epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(steps, cfg.warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(steps, cfg.warmup, cfg.schedule))
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     params = [p for p in model.parameters() if p.requires_grad]
 

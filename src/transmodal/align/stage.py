@@ -106,22 +106,33 @@ def align(model: nn.Module, x: np.ndarray, labels: np.ndarray, cfg: FitConfig, b
         t0 = time.perf_counter()
         model.train()
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        values = []
+        values, skipped = [], 0
         for idx in _chunks(labels, ALIGN_CHUNK, rng):
             feats = target_features(model, xt_all[idx])  # (b, D)
             dist = aligner.distance(feats, yt_all[idx])
-            if not torch.isfinite(dist):
+            optimizer.zero_grad(set_to_none=True)
+            bad = None if torch.isfinite(dist) else "distance"
+            if bad is None:
+                dist.backward()
+                grads = [p.grad for p in params if p.grad is not None]
+                if grads and not torch.isfinite(torch.stack([g.norm() for g in grads]).sum()):
+                    bad = "gradient"
+            if bad is not None:
+                if cfg.on_nan == "skip":  # drop this step, as the refine stage does
+                    optimizer.zero_grad(set_to_none=True)
+                    skipped += 1
+                    continue
                 from ..train import NonFiniteError
 
-                raise NonFiniteError(f"non-finite alignment distance in stage align, epoch "
-                                     f"{epoch + 1}, step {state['step'] + 1}; try --align mmd or l2")
-            optimizer.zero_grad(set_to_none=True)
-            dist.backward()
+                raise NonFiniteError(f"non-finite alignment {bad} in stage align, epoch "
+                                     f"{epoch + 1}, step {state['step'] + 1}; try --align mmd "
+                                     f"or l2, or pass --on-nan skip")
             optimizer.step()
             state["step"] += 1
             values.append(float(dist.detach()))
         rec = {"stage": "align", "epoch": epoch + 1, "step": state["step"], "method": cfg.align,
-               "distance": float(np.mean(values)), "seconds": time.perf_counter() - t0}
+               "distance": float(np.mean(values)) if values else float("nan"),
+               "skipped_steps": skipped, "seconds": time.perf_counter() - t0}
         state["history"].append(rec)
         log(rec)
         bar.set_postfix(distance=f"{rec['distance']:.4g}")
