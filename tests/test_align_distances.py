@@ -341,6 +341,26 @@ def test_mmd_matches_numpy(unbiased):
     assert mmd(xs, xt, bandwidths=[3.0]).item() == pytest.approx(_mmd_np(x, y, [3.0]), rel=1e-10)
 
 
+def test_mmd_source_cache_equals_plain_mmd_with_source_bandwidths():
+    from transmodal.align import MMDSource
+
+    xs, _, xt, _ = _data()
+    x = xs.numpy()
+    d = ((x[:, None] - x[None]) ** 2).sum(-1)
+    med = np.median(d[np.triu_indices(len(x), 1)])  # bandwidths from the source alone
+    src = MMDSource(xs)
+    assert src.bandwidths == pytest.approx([med * f for f in (0.25, 0.5, 1.0, 2.0, 4.0)], rel=1e-12)
+    xt = xt.clone().requires_grad_(True)
+    value = src.distance(xt)
+    assert value.item() == pytest.approx(_mmd_np(x, xt.detach().numpy(), src.bandwidths), rel=1e-10)
+    (grad,) = torch.autograd.grad(value, xt)
+    xt2 = xt.detach().clone().requires_grad_(True)
+    (grad2,) = torch.autograd.grad(mmd(xs, xt2, bandwidths=src.bandwidths), xt2)
+    assert torch.allclose(grad, grad2, rtol=1e-10, atol=1e-14)
+    with pytest.raises(DataError, match="features"):
+        src.distance(xt.detach()[:, :3])
+
+
 def test_l2_matches_numpy_and_differentiates():
     xs, _, xt, _ = _data()
     x, y = xs.numpy(), xt.numpy()

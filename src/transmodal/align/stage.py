@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..config import FitConfig
-from .distances import OTDDSource, l2, mmd
+from .distances import MMDSource, OTDDSource, l2
 from .reference import source_reference
 
 ALIGN_CHUNK = 256  # target points per step: 1 step per epoch on small sets
@@ -47,13 +47,15 @@ class Aligner:
         self.xs, self.ys = xs, ys
         # "entropic": the debiased Sinkhorn divergence, whose envelope gradient is exact (the
         # plain transport cost's gradient would be off by ~15% at reg 0.05; see distances.otdd)
-        self.source = OTDDSource(xs, ys, reg=reg, objective="entropic") if method == "otdd" else None
+        # source-only work (class statistics, self-terms, MMD bandwidths) is done once here
+        self.source = (OTDDSource(xs, ys, reg=reg, objective="entropic") if method == "otdd" else
+                       MMDSource(xs) if method == "mmd" else None)
 
     def distance(self, xt: torch.Tensor, yt: torch.Tensor) -> torch.Tensor:
         if self.method == "otdd":
             return self.source.distance(xt, yt)
         if self.method == "mmd":
-            return mmd(self.xs, xt)
+            return self.source.distance(xt)
         return l2(self.xs, xt)
 
 
