@@ -22,6 +22,19 @@ def _add_minilm_tokenizer(folder):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """One torch thread for the whole session: the test models are tiny, so a second thread
+    only adds spin-waits on a busy 2-core machine, and bit-identical resume tests compare
+    against a subprocess run with OMP_NUM_THREADS=1 (the thread count changes float sums)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _private_source_cache(tmp_path_factory):
     """Source references of test bodies go to a temporary cache, not the user's."""
     os.environ["TRANSMODAL_CACHE"] = str(tmp_path_factory.mktemp("source-cache"))

@@ -16,15 +16,6 @@ from transmodal.errors import ConfigError, DataError, TransmodalError
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: extra threads only add spin-waits on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _data(n=30, m=24, d=5, ks=3, kt=2, seed=0, dtype=F64):
     g = torch.Generator().manual_seed(seed)
     xs = torch.randn(n, d, generator=g, dtype=dtype)

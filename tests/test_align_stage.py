@@ -6,7 +6,7 @@ import torch
 
 import transmodal
 from transmodal.align.reference import source_reference
-from transmodal.align.stage import align, pseudo_labels, target_features
+from transmodal.align.stage import align, pseudo_labels
 from transmodal.body import Body
 from transmodal.config import FitConfig
 from transmodal.errors import ConfigError

@@ -28,15 +28,6 @@ FIT = ["--epochs", "1", "--batch-size", "8", "--max-tokens", "8", "--quiet"]
 API = dict(epochs=1, batch_size=8, max_tokens=8, progress=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, above all on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def series(n=16, channels=1, length=LENGTH, seed=0):
     rng = np.random.default_rng(seed)
     y = np.array(["a", "b"] * (n // 2))

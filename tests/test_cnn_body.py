@@ -20,15 +20,6 @@ from transmodal.errors import CheckpointError, ConfigError, DataError  # noqa: E
 from transmodal.images import imagenet_normalize, to_unit_float  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny batches: one thread is faster and far steadier than two on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def body() -> CNNBody:
     return CNNBody.from_pretrained().eval()

@@ -20,14 +20,6 @@ from transmodal.preprocess import Preprocessor  # noqa: E402
 CNN = "efficientnet-lite0"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _write_folder(root, n_per_class: int = 10, size: int = 16) -> None:
     """Two classes of RGB PNGs: bright top half vs bright bottom half (a left-right flip keeps
     the class, so --augment is safe)."""

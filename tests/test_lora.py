@@ -7,21 +7,12 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from safetensors.torch import load_file
 
 import transmodal
 from transmodal.errors import CheckpointError, ConfigError
 
 FAST = dict(epochs=3, batch_size=8, progress=False, max_tokens=16, lr=1e-3)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

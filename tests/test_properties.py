@@ -25,15 +25,6 @@ SPATIAL = st.one_of(st.tuples(st.integers(1, 2000)),
 _BODIES: dict[str, Body] = {}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, above all on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def body(path: str) -> Body:
     if path not in _BODIES:
         _BODIES[path] = Body.from_name(path).eval()

@@ -22,17 +22,6 @@ from transmodal.train import NonFiniteError
 FAST = dict(batch_size=8, max_tokens=16)  # bit-identical claims are for CPU: those tests pass device="cpu"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Bit-identical comparisons need the same thread count in every process (the killed
-    subprocess runs with OMP_NUM_THREADS=1); one thread is also faster for tiny models on a
-    busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def npz(toy_series, tmp_path):
     x, y = toy_series

@@ -27,15 +27,6 @@ FAMILIES = ("bert", "roberta", "vit", "swin")
 FAST = dict(epochs=2, batch_size=8, progress=False, max_tokens=16, lr=1e-3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny batches: one thread is faster and steadier than two on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _spatial(family: str) -> list[int]:
     return [12, 12] if family == "swin" else [40]
 
