@@ -780,8 +780,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{QUICK_ALIGN_EPOCHS})")
     p.add_argument("--body", default="minilm", help="pretrained body (default minilm)")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda[:N] (default auto)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; "
-                                               "1 is much faster when the CPU is shared)")
+    p.add_argument("--threads", type=int,
+                   help="torch CPU threads (default: torch's choice; 1 when another job holds a "
+                        "core. --quick took 1.7 min on 2 idle threads, 2.6 min on 1 thread beside "
+                        "a busy core)")
     p.add_argument("--out-dir", default="bench_results", help="CSV, markdown, JSON and PNG folder")
     p.add_argument("--readme", help="README to write the table into, between the bench markers "
                                     "(default: ./README.md for the full default suite only)")
