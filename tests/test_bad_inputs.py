@@ -219,6 +219,16 @@ def _out_of_memory(c):
     return c.fit_api((x, y)), c.fit_cli(c.npz(x, y))
 
 
+def _out_of_memory_in_predict(c):
+    def forward(self, x):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    c.monkeypatch.setattr(TransmodalModel, "forward", forward)
+    x = np.zeros((3, 1, LENGTH), np.float32)
+    return (lambda: transmodal.load(c.finished).predict(x),
+            ["predict", str(c.finished), "--data", c.npy(x), "--out", str(c.tmp / "p.npy")])
+
+
 def _truncated_safetensors(c):
     run = c.copy_finished()
     weights = run / "model" / "model.safetensors"
@@ -294,6 +304,7 @@ CASES = [
     ("unknown body", _unknown_body, ConfigError, r"unknown body 'no-such/model'"),
     ("body without inputs_embeds", _body_without_inputs_embeds, ConfigError, r"body type 'resnet' is not supported"),
     ("batch too large for memory", _out_of_memory, ResourceError, r"out of memory in stage refine at --batch-size 8; try --batch-size 4"),
+    ("out of memory in predict", _out_of_memory_in_predict, ResourceError, r"out of memory in stage predict at batch size \d+; the model itself may not fit"),
     ("truncated safetensors", _truncated_safetensors, CheckpointError, r".*model\.safetensors is not a readable safetensors file"),
     ("model of another architecture", _model_of_other_architecture, CheckpointError, r".*does not match the architecture in model\.json"),
     ("checkpoint of another architecture", _checkpoint_of_other_architecture, CheckpointError, r"checkpoint \(stage refine\) holds weights of another architecture"),

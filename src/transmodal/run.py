@@ -52,8 +52,11 @@ class Run:
         arr, _ = as_inputs(x, target_length=target)
         if not np.isfinite(arr).all():
             raise DataError("input contains NaN or inf; fill or drop those values first")
-        return predict_outputs(self.model, self.preprocessor.transform_x(arr),
-                               self.config.batch_size * 2, self._accelerator)
+        batch = self.config.batch_size * 2
+        with memory_advice("predict", batch, fix="the model itself may not fit this device: "
+                           "predict on a device with more memory (--device cpu)"):
+            return predict_outputs(self.model, self.preprocessor.transform_x(arr), batch,
+                                   self._accelerator)
 
     def predict(self, x: Any) -> np.ndarray:
         """Labels (classification) or values in the training targets' units."""
@@ -145,9 +148,6 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
                      pretrained=cfg.tune != "scratch", max_tokens=cfg.max_tokens,
                      attention_dropout=cfg.attention_dropout, image_size=cfg.image_size,
                      augment=cfg.augment)
-    if cfg.align != "none" and is_cnn_body(cfg.body):
-        raise ConfigError("--align aligns an embedder to a transformer body; CNN bodies take "
-                          "images directly and have no embedder: use --align none")
     model = build_model(spec)
     apply_tuning(model, cfg.tune, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                  lora_dropout=cfg.lora_dropout)

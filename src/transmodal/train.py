@@ -30,17 +30,19 @@ class NonFiniteError(TransmodalError):
 
 
 @contextmanager
-def memory_advice(stage: str, batch_size: int):
+def memory_advice(stage: str, batch_size: int, fix: str | None = None):
     """Turn an out-of-memory error into one ResourceError that names the fix (API and CLI)."""
     try:
         yield
     except (RuntimeError, MemoryError) as e:
         if not is_oom(e):
             raise
-        fix = (f"try --batch-size {max(1, batch_size // 2)}" if batch_size > 1 else
-               "try a smaller --max-tokens or a smaller --body")
-        raise ResourceError(f"out of memory in stage {stage} at --batch-size {batch_size}; {fix} "
-                            "(or a smaller --max-tokens)") from e
+        where = f"at batch size {batch_size}"
+        if fix is None:  # the fit stages: the batch size is the user's option
+            where = f"at --batch-size {batch_size}"
+            fix = (f"try --batch-size {max(1, batch_size // 2)} (or a smaller --max-tokens)"
+                   if batch_size > 1 else "try a smaller --max-tokens or a smaller --body")
+        raise ResourceError(f"out of memory in stage {stage} {where}; {fix}") from e
 
 
 def grad_norm(accelerator, params: list[nn.Parameter], clip: float) -> torch.Tensor | None:
