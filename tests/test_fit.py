@@ -26,7 +26,8 @@ def test_end_to_end_run_folder_and_reload(tiny_bodies, toy_series, tmp_path):
     # the test split never appears in the per-epoch log: epochs are chosen on validation only
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == summary["epochs_run"] and not any("test" in k for r in records for k in r)
-    assert summary["best_epoch"] == max(records, key=lambda r: (r["val_accuracy"], -r["val_loss"]))["epoch"]
+    # best validation accuracy; a tie goes to the later epoch
+    assert summary["best_epoch"] == max(records, key=lambda r: (r["val_accuracy"], r["epoch"]))["epoch"]
     # reload: identical predictions, labels in the user's label space
     again = transmodal.load(folder)
     np.testing.assert_array_equal(again.predict(x[30:]), run.predict(x[30:]))
@@ -119,3 +120,14 @@ def test_constant_schedule_holds_the_rate_in_a_run(tiny_bodies, toy_series, tmp_
     assert lrs == pytest.approx([1e-4] * 4)
     with pytest.raises(ConfigError, match="schedule"):
         transmodal.fit((x, y), body=tiny_bodies["bert"], schedule="linear", **FAST)
+
+
+def test_val_comparison_ties_and_direction():
+    from transmodal.metrics import compare_val
+
+    assert compare_val("classification", {"accuracy": 0.8, "loss": 1.0}, None) == 1
+    assert compare_val("classification", {"accuracy": 0.9, "loss": 9.0}, {"accuracy": 0.8, "loss": 0.1}) == 1
+    assert compare_val("classification", {"accuracy": 0.8, "loss": 9.0}, {"accuracy": 0.8, "loss": 0.1}) == 0
+    assert compare_val("classification", {"accuracy": 0.7}, {"accuracy": 0.8}) == -1
+    assert compare_val("dense", {"rel_l2": 0.2}, {"rel_l2": 0.3}) == 1  # lower is better
+    assert compare_val("dense", {"rel_l2": 0.4}, {"rel_l2": 0.3}) == -1

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .config import FitConfig
 from .errors import ResourceError, TransmodalError, is_oom
-from .metrics import PRIMARY, is_better, score
+from .metrics import PRIMARY, compare_val, score
 
 
 class NonFiniteError(TransmodalError):
@@ -221,12 +221,11 @@ def refine(
         val_loss = float(loss_fn(task, torch.from_numpy(raw), torch.from_numpy(y_va)))
         val_scores = {**score(task, val_true, decode(raw)), "loss": val_loss}
         state.epoch = epoch + 1
-        improved = is_better(task, val_scores, state.best_val)
-        if improved:
-            state.best_val, state.best_epoch, state.bad_epochs = val_scores, state.epoch, 0
+        verdict = compare_val(task, val_scores, state.best_val)
+        if verdict >= 0:  # a tie goes to the later epoch (metrics.compare_val says why)
+            state.best_val, state.best_epoch = val_scores, state.epoch
             best_weights = copy.deepcopy(model.state_dict())
-        else:
-            state.bad_epochs += 1
+        state.bad_epochs = 0 if verdict > 0 else state.bad_epochs + 1
         rec = {"stage": "refine", "epoch": state.epoch, "step": state.step,
                "train_loss": total / max(count, 1), "val_loss": val_loss,
                **{f"val_{k}": v for k, v in val_scores.items() if k != "loss"},
