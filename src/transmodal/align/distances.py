@@ -1054,7 +1054,7 @@ class MMDSource:
 
     def __init__(self, xs: Tensor, bandwidths: Sequence[float] | None = None) -> None:
         xs = _check_features(xs, "xs")
-        self.dtype = _work_dtype(xs.dtype, xs.dtype)
+        self.dtype = _work_dtype(xs.dtype)
         self.xs = xs.detach().to(self.dtype)
         if bandwidths is None:
             med = _median_sqdist(self.xs, self.xs[:0])

@@ -117,7 +117,7 @@ def align(model: nn.Module, x: np.ndarray, labels: np.ndarray, cfg: FitConfig, b
             if bad is None:
                 dist.backward()
                 grads = [p.grad for p in params if p.grad is not None]
-                if grads and not torch.isfinite(torch.stack([g.norm() for g in grads]).sum()):
+                if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
                     bad = "gradient"
             if bad is not None:
                 if cfg.on_nan == "skip":  # drop this step, as the refine stage does
