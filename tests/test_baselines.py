@@ -9,9 +9,9 @@ from transmodal.bench.baselines import (
     MiniRocketBaseline,
     fit_predict,
     run_baselines,
-    score,
 )
 from transmodal.errors import ConfigError, DataError
+from transmodal.metrics import score as score_task
 from transmodal.pde import make_burgers
 
 
@@ -29,7 +29,7 @@ def test_minirocket_on_gunpoint():
     x_train, y_train = load_classification("GunPoint", split="train")
     x_test, y_test = load_classification("GunPoint", split="test")
     pred = fit_predict("minirocket", x_train, y_train, x_test, "classification", seed=0)
-    assert score(pred, y_test, "classification")["accuracy"] >= 0.9  # published: 0.993
+    assert score_task("classification", y_test, pred)["accuracy"] >= 0.9  # published: 0.993
 
 
 def test_minirocket_keeps_numba_off_the_openmp_runtime_torch_uses():
@@ -52,6 +52,23 @@ def test_linear_regression_beats_a_constant_predictor():
     rows = run_baselines(x[:150], y[:150], x[150:], y[150:], "regression", names=("linear",))
     constant_rmse = float(np.sqrt(np.mean((y[150:] - y[:150].mean()) ** 2)))
     assert rows[0]["rmse"] < 0.5 * constant_rmse and rows[0]["r2"] > 0.8
+
+
+def test_baseline_scores_are_the_package_scores_and_agree_with_sklearn():
+    """Baselines are scored by transmodal.metrics.score, as fits are; on non-constant targets its
+    R² (mean over outputs of 1 - ss_res / ss_tot) and RMSE are sklearn's."""
+    from sklearn.metrics import mean_squared_error, r2_score
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(120, 1, 16))
+    y = np.stack([x[:, 0, :4].sum(1), x[:, 0, 4:].mean(1)], axis=1)  # (N, 2): two outputs
+    y += 0.1 * rng.normal(size=y.shape)
+    for name in ("linear", "1nn"):
+        row = run_baselines(x[:80], y[:80], x[80:], y[80:], "regression", names=(name,))[0]
+        pred = fit_predict(name, x[:80], y[:80], x[80:], "regression")
+        assert {k: row[k] for k in ("rmse", "r2")} == score_task("regression", y[80:], pred)
+        assert row["r2"] == pytest.approx(r2_score(y[80:], pred), rel=1e-9, abs=1e-12)
+        assert row["rmse"] == pytest.approx(math.sqrt(mean_squared_error(y[80:], pred)), rel=1e-9)
 
 
 def test_run_baselines_classification_report():

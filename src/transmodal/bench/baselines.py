@@ -19,21 +19,19 @@ Inputs are (N, C, L) series or (N, C, H, W) grids; what a method needs flat is f
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.linear_model import LogisticRegression, RidgeClassifierCV, RidgeCV
-from sklearn.metrics import accuracy_score, f1_score, mean_squared_error, r2_score
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from transmodal.bench.cost import PeakMemory, Timer
 from transmodal.errors import ConfigError, DataError
-from transmodal.metrics import rel_l2
+from transmodal.metrics import score as score_task
 
 __all__ = [
     "TASKS",
@@ -44,7 +42,6 @@ __all__ = [
     "BASELINES",
     "make_baseline",
     "fit_predict",
-    "score",
     "run_baselines",
 ]
 
@@ -294,26 +291,6 @@ def fit_predict(
     return baseline.fit(x_train, y_train, task).predict(x_test)
 
 
-def score(pred: Any, y_true: Any, task: str) -> dict[str, float]:
-    """Scores for ``task``: accuracy + macro_f1, rmse + r2, or rel_l2 (dense)."""
-    _check_task(task)
-    pred = np.asarray(pred)
-    y_true = np.asarray(y_true)
-    if pred.shape != y_true.shape:
-        raise DataError(f"predictions {pred.shape} and targets {y_true.shape} differ in shape")
-    if task == "classification":
-        return {
-            "accuracy": float(accuracy_score(y_true, pred)),
-            "macro_f1": float(f1_score(y_true, pred, average="macro")),
-        }
-    if task == "regression":
-        return {
-            "rmse": float(math.sqrt(mean_squared_error(y_true, pred))),
-            "r2": float(r2_score(y_true, pred)),
-        }
-    return {"rel_l2": rel_l2(pred, y_true)}
-
-
 def run_baselines(
     x_train: Any,
     y_train: Any,
@@ -325,7 +302,7 @@ def run_baselines(
 ) -> list[dict[str, Any]]:
     """Fit and score each baseline; one dict per baseline.
 
-    Keys: ``name``, ``task``, the task's scores (see ``score``), ``train_time_s``,
+    Keys: ``name``, ``task``, the task's scores (``transmodal.metrics.score``), ``train_time_s``,
     ``predict_time_s``, and, where /proc exists, ``peak_rss_mb`` (process peak during fit +
     predict) and ``rss_increase_mb`` (that peak minus the RSS at the start: what the baseline
     added; memory an earlier baseline freed but the allocator kept is reused without growing
@@ -352,7 +329,9 @@ def run_baselines(
                 baseline.fit(x_train, y_train, task)
             with Timer() as t_pred:
                 pred = baseline.predict(x_test)
-        row: dict[str, Any] = {"name": name, "task": task, **score(pred, y_test, task)}
+        if pred.shape != y_test.shape:
+            raise DataError(f"predictions {pred.shape} and targets {y_test.shape} differ in shape")
+        row: dict[str, Any] = {"name": name, "task": task, **score_task(task, y_test, pred)}
         row["train_time_s"] = t_fit.elapsed_s
         row["predict_time_s"] = t_pred.elapsed_s
         if mem.peak_rss_bytes is not None and mem.delta_rss_bytes is not None:
