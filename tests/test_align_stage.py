@@ -6,34 +6,38 @@ import torch
 
 import transmodal
 from transmodal.align.reference import source_reference
-from transmodal.align.stage import align, pseudo_labels
-from transmodal.body import Body
+from transmodal.align.stage import align
+from transmodal.engine.optim import make_accelerator
 from transmodal.config import FitConfig
 from transmodal.errors import ConfigError
-from transmodal.model import ModelSpec, build_model
+from transmodal.models.bodies import load_body
+from transmodal.models.model import ModelSpec, build_model
+from transmodal.tasks import get_task
+
+CPU = make_accelerator("cpu", "fp32")[0]
 
 FAST = dict(epochs=2, batch_size=8, progress=False, max_tokens=16)
 
 
 def test_text_source_reference_is_labelled_and_cached(tiny_bodies, monkeypatch):
-    body = Body.from_name(tiny_bodies["bert"])
+    body = load_body(tiny_bodies["bert"])
     xs, ys = source_reference(body, tiny_bodies["bert"], max_points=600)
     assert xs.shape[1] == 32 and len(xs) == len(ys) and len(torch.unique(ys)) >= 10
     assert torch.isfinite(xs).all()
     # the second call reads the cache: no embedding work at all
-    monkeypatch.setattr(Body, "embed_ids", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(type(body), "embed_ids", lambda *a, **k: pytest.fail("recomputed"))
     xs2, _ = source_reference(body, tiny_bodies["bert"], max_points=600)
     assert torch.equal(xs, xs2)
 
 
 def test_image_source_reference_from_digits(tiny_bodies):
-    body = Body.from_name(tiny_bodies["vit"])
+    body = load_body(tiny_bodies["vit"])
     xs, ys = source_reference(body, tiny_bodies["vit"], max_points=300)
     assert xs.shape == (300, 32) and set(ys.tolist()) == set(range(10))
 
 
 def test_body_without_tokenizer_refused(tiny_bodies):
-    body = Body.from_name(tiny_bodies["roberta"])  # saved without tokenizer files
+    body = load_body(tiny_bodies["roberta"])  # saved without tokenizer files
     with pytest.raises(ConfigError, match="tokenizer"):
         source_reference(body, tiny_bodies["roberta"])
 
@@ -48,7 +52,7 @@ def test_align_moves_only_the_embedder_and_lowers_the_distance(tiny_bodies, toy_
     emb_before = model.embedder.proj.weight.clone()
     cfg = FitConfig(align=method, align_epochs=6, head_lr=1e-2)
     x_in = ((x - x.mean()) / x.std())[:, None].astype(np.float32)
-    out = align(model, x_in, y, cfg, tiny_bodies["bert"], torch.device("cpu"), progress=False)
+    out = align(model, x_in, y, cfg, tiny_bodies["bert"], CPU, progress=False)
     dist = [r["distance"] for r in out["history"]]
     assert len(dist) == 6 and dist[-1] < dist[0]
     assert all(torch.equal(v, model.body.state_dict()[k]) for k, v in body_before.items())
@@ -70,7 +74,7 @@ def test_fit_with_align_logs_and_plots(tiny_bodies, toy_series, tmp_path):
 
 def test_regression_targets_get_kmeans_pseudo_labels():
     y = np.concatenate([np.zeros(10), np.ones(10) * 5, np.ones(10) * 10])[:, None]
-    labels = pseudo_labels("regression", y, k=3, seed=0)
+    labels = get_task("regression").alignment_labels(y, k=3, seed=0)
     assert len(np.unique(labels)) == 3
     assert all(len(np.unique(labels[i * 10:(i + 1) * 10])) == 1 for i in range(3))
 
@@ -97,28 +101,28 @@ def test_ablation_benchmark_table(tiny_bodies, toy_series, tmp_path, capsys):
 
 @pytest.mark.parametrize("on_nan", ["stop", "skip"])
 def test_non_finite_alignment_distance_stops_or_is_skipped(tiny_bodies, toy_series, monkeypatch, on_nan):
-    from transmodal.align import stage
-    from transmodal.train import NonFiniteError
+    from transmodal.align import objectives
+    from transmodal.engine import NonFiniteError
 
     x, y = toy_series  # 32 samples: one align step per epoch
     spec = ModelSpec(task="classification", n_outputs=2, in_channels=1, spatial=[48],
                      body=tiny_bodies["bert"], max_tokens=16)
     model = build_model(spec)
-    real, calls = stage.Aligner.distance, [0]
+    real, calls = objectives.L2Alignment.distance, [0]
 
     def distance(self, xt, yt):  # the 2nd step's distance is NaN
         calls[0] += 1
         d = real(self, xt, yt)
         return d * float("nan") if calls[0] == 2 else d
 
-    monkeypatch.setattr(stage.Aligner, "distance", distance)
+    monkeypatch.setattr(objectives.L2Alignment, "distance", distance)
     cfg = FitConfig(align="l2", align_epochs=3, on_nan=on_nan)
     x_in = ((x - x.mean()) / x.std())[:, None].astype(np.float32)
     if on_nan == "stop":
         with pytest.raises(NonFiniteError, match="non-finite alignment distance in stage align, epoch 2"):
-            align(model, x_in, y, cfg, tiny_bodies["bert"], torch.device("cpu"), progress=False)
+            align(model, x_in, y, cfg, tiny_bodies["bert"], CPU, progress=False)
         return
-    out = align(model, x_in, y, cfg, tiny_bodies["bert"], torch.device("cpu"), progress=False)
+    out = align(model, x_in, y, cfg, tiny_bodies["bert"], CPU, progress=False)
     assert [r["skipped_steps"] for r in out["history"]] == [0, 1, 0]
     assert [r["step"] for r in out["history"]] == [1, 1, 2]
     assert all(torch.isfinite(p).all() for p in model.embedder.parameters())

@@ -18,10 +18,10 @@ import pytest
 import torch
 
 import transmodal
-from transmodal import checkpoint
+from transmodal.run import checkpoint
 from transmodal.cli import main
 from transmodal.errors import CheckpointError, ConfigError, DataError, ResourceError
-from transmodal.model import ModelSpec, TransmodalModel, build_model, save_model
+from transmodal.models.model import ModelSpec, TransmodalModel, build_model, save_model
 
 LENGTH = 24
 FIT = ["--epochs", "1", "--batch-size", "8", "--max-tokens", "8", "--quiet"]

@@ -11,8 +11,8 @@ from transmodal.bench.baselines import (
     run_baselines,
 )
 from transmodal.errors import ConfigError, DataError
-from transmodal.metrics import score as score_task
-from transmodal.pde import make_burgers
+from transmodal.tasks import score as score_task
+from transmodal.data.pde import make_burgers
 
 
 def _two_class_series(n, length, rng):
@@ -55,7 +55,7 @@ def test_linear_regression_beats_a_constant_predictor():
 
 
 def test_baseline_scores_are_the_package_scores_and_agree_with_sklearn():
-    """Baselines are scored by transmodal.metrics.score, as fits are; on non-constant targets its
+    """Baselines are scored by transmodal.tasks.score, as fits are; on non-constant targets its
     R² (mean over outputs of 1 - ss_res / ss_tot) and RMSE are sklearn's."""
     from sklearn.metrics import mean_squared_error, r2_score
 

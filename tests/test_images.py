@@ -10,16 +10,15 @@ import torch
 from PIL import Image
 
 from transmodal.errors import ConfigError, DataError
-from transmodal.images import (
+from transmodal.data.images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    ImageAugment,
     imagenet_normalize,
     load_image_folder,
-    resize_batch,
     to_three_channels,
     to_unit_float,
 )
+from transmodal.models.image_input import ImageAugment, resize_batch
 
 
 def _save(path: Path, size: tuple[int, int] = (16, 16), colour: tuple[int, int, int] = (200, 30, 30), mode: str = "RGB") -> None:

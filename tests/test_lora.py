@@ -93,11 +93,11 @@ def test_merge_needs_lora_and_a_folder(tiny_bodies, series, tmp_path):
 def test_lora_targets_distilbert_and_vit(tmp_path):
     from transformers import DistilBertConfig, DistilBertModel
 
-    from transmodal.body import Body
-    from transmodal.tuning import lora_targets
+    from transmodal.models.bodies import load_body
+    from transmodal.models.tuning import lora_targets
 
     DistilBertModel(DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64)).save_pretrained(tmp_path)
-    names = lora_targets(Body.from_name(str(tmp_path)))
+    names = lora_targets(load_body(str(tmp_path)))
     assert sorted(n.rsplit(".", 1)[-1] for n in names) == ["k_lin", "lin1", "lin2", "out_lin", "q_lin", "v_lin"]
 
 

@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
-from transmodal.body import Body
-from transmodal.embedder import Embedder, plan_patches, token_grid
+from transmodal.models.bodies import load_body
+from transmodal.models.embedder import Embedder, plan_patches, token_grid
 from transmodal.errors import CheckpointError, ConfigError
-from transmodal.model import ModelSpec, build_model, load_model, save_model
+from transmodal.models.model import ModelSpec, build_model, load_model, save_model
 
 
 @pytest.mark.parametrize("spatial, max_tokens", [((150,), 64), ((24,), 64), ((427,), 64),
@@ -49,7 +49,7 @@ def test_swin_refuses_series(tiny_bodies):
 
 def test_unknown_body_is_clear():
     with pytest.raises(ConfigError, match="unknown body 'no-such/model'"):
-        Body.from_name("no-such/model")
+        load_body("no-such/model")
 
 
 def test_body_without_inputs_embeds_refused(tmp_path):
@@ -57,7 +57,7 @@ def test_body_without_inputs_embeds_refused(tmp_path):
 
     ResNetModel(ResNetConfig(hidden_sizes=[8, 8, 8, 8], embedding_size=8, depths=[1, 1, 1, 1])).save_pretrained(tmp_path)
     with pytest.raises(ConfigError, match="body type 'resnet' is not supported"):
-        Body.from_name(str(tmp_path))
+        load_body(str(tmp_path))
 
 
 def test_pretrained_weights_load_and_scratch_differs(tiny_bodies):
@@ -112,6 +112,6 @@ def test_pickle_renamed_as_weights_never_unpickled(tiny_bodies, tmp_path):
 
 
 def test_default_minilm_body_offline():
-    body = Body.from_name("minilm")
+    body = load_body("minilm")
     assert body.embed_dim == 384 and body.max_tokens == 512 and len(body.blocks()) == 6
     assert body.input_token_norm() == pytest.approx(1.066, abs=0.01)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from transmodal.errors import ConfigError, DataError
-from transmodal.metrics import rel_l2
-from transmodal.pde import (
+from transmodal.tasks import rel_l2
+from transmodal.data.pde import (
     gaussian_random_field,
     make_burgers,
     make_heat,

@@ -11,12 +11,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from transmodal.body import Body
+from transmodal.models.bodies import Body, load_body
 from transmodal.data import as_inputs, check_xy, load_dataset
-from transmodal.embedder import Embedder
+from transmodal.models.embedder import Embedder
 from transmodal.errors import DataError
-from transmodal.heads import DenseHead
-from transmodal.model import ModelSpec, build_model
+from transmodal.models.heads import DenseHead
+from transmodal.models.model import ModelSpec, build_model
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SPATIAL = st.one_of(st.tuples(st.integers(1, 2000)),
@@ -27,7 +27,7 @@ _BODIES: dict[str, Body] = {}
 
 def body(path: str) -> Body:
     if path not in _BODIES:
-        _BODIES[path] = Body.from_name(path).eval()
+        _BODIES[path] = load_body(path).eval()
     return _BODIES[path]
 
 

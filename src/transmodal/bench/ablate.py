@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..metrics import PRIMARY
+from ..tasks import get_task
 
 
 def run(data: str, align: str, align_epochs: Sequence[int], seeds: Sequence[int],
@@ -44,7 +44,7 @@ def run(data: str, align: str, align_epochs: Sequence[int], seeds: Sequence[int]
 
 def table(rows: list[dict[str, Any]], data: str, align: str) -> str:
     task = rows[0]["task"]
-    metric, higher = PRIMARY[task]
+    metric, higher = get_task(task).primary
     key = f"test_{metric}" if f"test_{metric}" in rows[0] else f"val_{metric}"
     lines = [f"Ablation on {data}: --align {align}, {key} over seeds ({'higher' if higher else 'lower'} is better)",
              "", f"| align epochs | {key} mean | std | seeds | align time (s) |", "|---:|---:|---:|---:|---:|"]

@@ -31,7 +31,7 @@ from sklearn.preprocessing import StandardScaler
 
 from transmodal.bench.cost import PeakMemory, Timer
 from transmodal.errors import ConfigError, DataError
-from transmodal.metrics import score as score_task
+from transmodal.tasks import score as score_task
 
 __all__ = [
     "TASKS",
@@ -302,7 +302,7 @@ def run_baselines(
 ) -> list[dict[str, Any]]:
     """Fit and score each baseline; one dict per baseline.
 
-    Keys: ``name``, ``task``, the task's scores (``transmodal.metrics.score``), ``train_time_s``,
+    Keys: ``name``, ``task``, the task's scores (``transmodal.tasks.score``), ``train_time_s``,
     ``predict_time_s``, and, where /proc exists, ``peak_rss_mb`` (process peak during fit +
     predict) and ``rss_increase_mb`` (that peak minus the RSS at the start: what the baseline
     added; memory an earlier baseline freed but the allocator kept is reused without growing

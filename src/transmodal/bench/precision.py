@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch.nn import functional as F
 
-from ..model import ModelSpec, build_model
+from ..models import ModelSpec, build_model
 
 
 def time_steps(body: str, tokens: int, batch_size: int, repeats: int, device: str = "cpu") -> dict:

@@ -43,7 +43,8 @@ class SuiteData:
 
 def load_suite_dataset(name: str) -> SuiteData:
     """A suite data set by name (``UCR_SETS``, ``digits``, ``burgers``) or a user spec."""
-    from transmodal.data import Dataset, infer_task, load_dataset
+    from transmodal.data import Dataset, load_dataset
+    from transmodal.tasks import get_task, infer_task
 
     note = ""
     if name in UCR_SETS:
@@ -60,7 +61,7 @@ def load_suite_dataset(name: str) -> SuiteData:
         budget = SUITE_BUDGETS[name]
         note = "sklearn load_digits, stratified 50/50 split, random_state=0"
     elif name == "burgers":
-        from transmodal.pde import make_burgers
+        from transmodal.data.pde import make_burgers
 
         task = make_burgers(**BURGERS_TASK)
         ds = Dataset(task.x_train, task.y_train, task.x_test, task.y_test, name="burgers")
@@ -74,7 +75,7 @@ def load_suite_dataset(name: str) -> SuiteData:
         if ds.x_test is None:
             from sklearn.model_selection import train_test_split
 
-            strat = ds.y_train if infer_task(ds.x_train, ds.y_train) == "classification" else None
+            strat = get_task(infer_task(ds.x_train, ds.y_train)).stratify(ds.y_train)
             x_tr, x_te, y_tr, y_te = train_test_split(ds.x_train, ds.y_train, stratify=strat,
                                                       **USER_TEST_SPLIT)
             ds = Dataset(x_tr, y_tr, x_te, y_te, name=ds.name, variable_length=ds.variable_length)

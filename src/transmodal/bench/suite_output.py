@@ -17,6 +17,7 @@ import numpy as np
 
 from transmodal.bench.suite_aggregate import COST_KEYS
 from transmodal.bench.suite_tables import _fmt
+from transmodal.tasks import higher_is_better
 
 README_START = "<!-- bench:start -->"
 README_END = "<!-- bench:end -->"
@@ -59,7 +60,7 @@ def plot_dataset(rows: list[dict[str, Any]], dataset: str, methods: list[str],
     ax.set_xticks(xs)
     ax.set_xticklabels([by[(dataset, k)]["label"] for k in keys], rotation=30, ha="right",
                        fontsize=8)
-    ax.set_ylabel(f"test {metric}" + (" (lower is better)" if metric == "rel_l2" else ""))
+    ax.set_ylabel(f"test {metric}" + ("" if higher_is_better(metric) else " (lower is better)"))
     if metric == "accuracy":
         ax.set_ylim(0, 1.05)
     ax.set_title(f"{dataset}: transmodal methods (blue, mean ± std) vs baselines (grey)")

@@ -77,13 +77,13 @@ class FitPlan:
 def plan_fit(data: SuiteData, budget: Budget, body_max_tokens: int | None = None,
              epochs: int | None = None, val_fraction: float = 0.2) -> FitPlan:
     """Epochs from the step budget, with the same validation split rule as ``fit``."""
-    from transmodal.embedder import plan_patches, token_grid
+    from transmodal.models.embedder import plan_patches, token_grid
+    from transmodal.tasks import get_task
 
     ds = data.dataset
     n = len(ds.y_train)
     n_val = max(1, int(round(val_fraction * n)))
-    if data.task == "classification":
-        n_val = max(n_val, len(np.unique(ds.y_train)))
+    n_val = max(n_val, get_task(data.task).min_validation(ds.y_train))
     n_train = n - n_val
     per_epoch = math.ceil(n_train / budget.batch_size)
     if epochs is None:
@@ -98,7 +98,7 @@ def plan_fit(data: SuiteData, budget: Budget, body_max_tokens: int | None = None
 def _body_dims(body: str) -> tuple[int, int, int, int] | None:
     """(hidden, layers, intermediate, max positions) of a transformer body, None if unknown."""
     try:
-        from transmodal.body import load_body_config
+        from transmodal.models.bodies.hf import load_body_config
 
         cfg = load_body_config(body)
     except TransmodalError:

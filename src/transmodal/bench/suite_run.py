@@ -60,10 +60,10 @@ def run_deep(data: SuiteData, key: str, seed: int, plan: FitPlan, opts: argparse
     """One fit; a record with scores and cost, or status n/a / failed."""
     import transmodal
     from transmodal.bench.cost import PeakMemory, model_flop_utilisation
-    from transmodal.metrics import PRIMARY
+    from transmodal.tasks import get_task
 
     label, align, tune = method_spec(key)
-    metric = PRIMARY[data.task][0]
+    metric = get_task(data.task).primary[0]
     rec: dict[str, Any] = {"dataset": data.name, "method": key, "label": label, "kind": "deep",
                            "align": align, "tune": tune, "seed": seed, "metric": metric}
     options: dict[str, Any] = dict(body=opts.body, align=align, tune=tune, epochs=plan.epochs,
@@ -144,12 +144,12 @@ def _measure_rates(device: str, repeats: int = 10) -> dict[str, float]:
 
 def run_baseline_rows(data: SuiteData, names: list[str]) -> list[dict[str, Any]]:
     from transmodal.bench.baselines import run_baselines
-    from transmodal.metrics import PRIMARY
+    from transmodal.tasks import get_task
 
     if not names:
         return []
     ds = data.dataset
-    metric = PRIMARY[data.task][0]
+    metric = get_task(data.task).primary[0]
     rows = run_baselines(ds.x_train, ds.y_train, ds.x_test, ds.y_test, data.task, seed=0,
                          names=tuple(names))
     out = []

@@ -9,6 +9,7 @@ from typing import Any
 from transmodal.bench.suite_aggregate import ucr_means
 from transmodal.bench.suite_data import UCR_SETS
 from transmodal.bench.suite_methods import BASELINE_LABELS, method_spec
+from transmodal.tasks import higher_is_better
 
 PUBLISHED_LABELS = {"ROCKET": "ROCKET (pub.)", "MiniRocket": "MiniRocket (pub.)",
                     "HC2": "HC2 (pub.)"}
@@ -17,7 +18,7 @@ PUBLISHED_LABELS = {"ROCKET": "ROCKET (pub.)", "MiniRocket": "MiniRocket (pub.)"
 def _fmt(value: float | None, metric: str) -> str:
     if value is None or not math.isfinite(value):
         return "n/a"
-    return f"{value:.4f}" if metric == "rel_l2" else f"{value:.3f}"
+    return f"{value:.3f}" if higher_is_better(metric) else f"{value:.4f}"
 
 
 def _cell(row: dict[str, Any] | None) -> str:
@@ -78,7 +79,7 @@ def render_markdown(rows: list[dict[str, Any]], datasets: list[str], methods: li
         run_rows = [by.get((d, m)) for m in methods + baselines]
         metric = next((r["metric"] for r in run_rows if r is not None), "accuracy")
         vals = [r["test_mean"] for r in run_rows if r is not None and r["status"] == "ok"]
-        best = (min(vals) if metric == "rel_l2" else max(vals)) if vals else None
+        best = (max(vals) if higher_is_better(metric) else min(vals)) if vals else None
         cells = []
         for r in run_rows:
             c = _cell(r)

@@ -1,4 +1,5 @@
-"""Heads: pooled linear for classification/regression, per-token projection for dense outputs."""
+"""Dense head: each output token predicts its own patch of the input grid; patches are folded
+back (one value per time step or pixel)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,20 @@ import math
 import torch
 from torch import nn
 
-
-class PooledHead(nn.Module):
-    """Mean over tokens, then one linear layer: (B, S, D) -> (B, K)."""
-
-    def __init__(self, dim: int, n_outputs: int) -> None:
-        super().__init__()
-        self.fc = nn.Linear(dim, n_outputs)
-
-    def forward(self, hidden: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
-        return self.fc(hidden.mean(dim=1))
+from . import register_head
 
 
+@register_head("dense")
 class DenseHead(nn.Module):
     """Each output token predicts its own patch of the input grid; patches are folded back.
 
     (B, S', D) on grid' -> (B, K, *spatial). The patch per output token is the input grid
     divided by grid' (rounded up), so it also works when the body shrinks the grid (Swin).
     """
+
+    @classmethod
+    def build(cls, body, grid: tuple[int, ...], spec) -> "DenseHead":
+        return cls(body.out_dim, spec.n_outputs, tuple(spec.spatial), body.output_grid(grid))
 
     def __init__(self, dim: int, n_outputs: int, spatial: tuple[int, ...],
                  out_grid: tuple[int, ...]) -> None:

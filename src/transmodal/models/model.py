@@ -1,19 +1,19 @@
-"""TransmodalModel = Embedder -> Body -> Head, and its safe on-disk form.
+"""TransmodalModel = input module -> Body -> Head, and its safe on-disk form.
 
-``ModelSpec`` is plain JSON that rebuilds the exact architecture without the original
-pretrained weights (the body's transformers config is stored in it); the weights live in
-one safetensors file. Nothing is pickled.
+The input module is the trained ``Embedder`` for token bodies, or a fixed ``ImageInput`` for
+bodies that take pixels (a CNN); the body family (``bodies/``) decides which, and the task
+(``tasks/``) names the head. ``ModelSpec`` is plain JSON that rebuilds the exact architecture
+without the original pretrained weights (a Hugging Face body's config is stored in it; a CNN's
+name fixes it); the weights live in one safetensors file. Nothing is pickled.
 
-Two variants share this format. A CNN body (``body_kind="cnn"``, ``image_model.ImageModel``)
-needs no stored config: its name fixes the architecture. A ``--tune lora`` model stores only
-the adapters, embedder and head; ``spec.lora`` names the adapted modules and fingerprints the
-base body, which ``load_model`` loads again from ``spec.body`` (see ``tuning.py``).
+A ``--tune lora`` model stores only the adapters, embedder and head; ``spec.lora`` names the
+adapted modules and fingerprints the base body, which ``load_model`` loads again from
+``spec.body`` (see ``tuning.py``).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .body import Body, load_body_config
-from .embedder import Embedder
-from .errors import CheckpointError, ConfigError
-from .heads import DenseHead, PooledHead
+from ..errors import CheckpointError, ConfigError
+from .bodies import Body, load_body, rebuild_body
+from .heads import build_head
 
 FORMAT = "transmodal-model/1"
 
@@ -40,9 +39,11 @@ class ModelSpec:
     max_tokens: int = 64
     attention_dropout: float = 0.0
     body_config: dict[str, Any] = field(default_factory=dict)  # filled when built
-    body_kind: str = "transformer"  # "transformer" | "cnn" (image_model.py); set when built
-    image_size: int | None = None  # cnn: side the images are resized to (None: default 64)
-    augment: bool = False  # cnn: random flip + resized crop in training mode
+    # the body family (bodies/ registry key), set when built; files written before families had
+    # names say "transformer" (a Hugging Face body: the stored config's model_type tells which)
+    body_kind: str = ""
+    image_size: int | None = None  # pixel bodies: side the images are resized to (None: default)
+    augment: bool = False  # pixel bodies: random flip + resized crop in training mode
     # --tune lora: {r, alpha, dropout, target_modules, base_sha256}. The weights file then
     # holds only adapters + embedder + head; the base body is loaded from ``body``.
     lora: dict[str, Any] | None = None
@@ -58,7 +59,7 @@ class ModelSpec:
 class TransmodalModel(nn.Module):
     """(B, C, *spatial) -> logits (B, K) | outputs (B, K) | dense (B, K, *spatial)."""
 
-    def __init__(self, embedder: Embedder, body: Body, head: nn.Module, spec: ModelSpec) -> None:
+    def __init__(self, embedder: nn.Module, body: Body, head: nn.Module, spec: ModelSpec) -> None:
         super().__init__()
         self.embedder = embedder
         self.body = body
@@ -66,52 +67,30 @@ class TransmodalModel(nn.Module):
         self.spec = spec
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.embedder(x)  # (B, S, D)
-        hidden, grid = self.body(tokens, self.embedder.grid)  # (B, S', D')
+        tokens = self.embedder(x)  # (B, S, D); pixel bodies: (B, 3, S, S)
+        hidden, grid = self.body.encode(tokens, self.embedder.grid)  # (B, S', D') on grid'
         return self.head(hidden, grid)
 
 
-def build_model(spec: ModelSpec, body_config=None) -> TransmodalModel:
-    """Build from a spec. Pretrained weights load only when ``spec.pretrained`` and no config
-    is given (``load_model`` passes the stored config and then loads our own weights).
-    A CNN body name (``efficientnet-lite0``) gives an ``image_model.ImageModel`` instead."""
-    from .image_model import build_image_model, is_cnn_body
+def build_model(spec: ModelSpec, rebuild: bool = False) -> TransmodalModel:
+    """Build from a spec: the body with pretrained weights (``spec.pretrained``) or random ones;
+    ``rebuild=True`` makes the architecture a model file records (``load_model`` then loads our
+    own weights)."""
+    from ..tasks import get_task
 
-    if body_config is None:
-        spec.body_kind = "cnn" if is_cnn_body(spec.body) else "transformer"
-    if spec.body_kind == "cnn":
-        return build_image_model(spec, pretrained=spec.pretrained and body_config is None)
-    if spec.image_size is not None or spec.augment:
+    if rebuild:
+        body = rebuild_body(spec)
+    else:
+        body = load_body(spec.body, pretrained=spec.pretrained,
+                         attention_dropout=spec.attention_dropout)
+        spec.body_kind = body.family
+    if not body.takes_pixels and (spec.image_size is not None or spec.augment):
         raise ConfigError("--image-size and --augment apply to CNN image bodies "
                           "(--body efficientnet-lite0) only")
-    if body_config is None:
-        config = load_body_config(spec.body, spec.attention_dropout)
-        body = Body.from_config(config, pretrained=spec.pretrained, path=_path(spec.body))
-    else:
-        body = Body.from_config(body_config, pretrained=False)
-    spec.body_config = body.model.config.to_dict()
-    spatial = tuple(spec.spatial)
-    max_tokens = min(spec.max_tokens, body.max_tokens)
-    embedder = Embedder(spec.in_channels, spatial, body.embed_dim, max_tokens, body.input_token_norm())
-    if spec.task == "dense":
-        head: nn.Module = DenseHead(body.out_dim, spec.n_outputs, spatial,
-                                    body.output_grid(embedder.grid))
-    else:
-        head = PooledHead(body.out_dim, spec.n_outputs)
+    spec.body_config = body.stored_config()
+    embedder = body.build_input(spec)
+    head = build_head(get_task(spec.task).head, body, embedder.grid, spec)
     return TransmodalModel(embedder, body, head, spec)
-
-
-def input_layout(model: nn.Module) -> dict[str, Any]:
-    """How inputs reach the body, for summaries: token count and patch, or the CNN image size."""
-    if model.spec.body_kind == "cnn":
-        return {"image_size": model.spec.image_size}
-    return {"tokens": int(math.prod(model.embedder.grid)), "patch": list(model.embedder.patch)}
-
-
-def _path(name: str) -> str:
-    from .body import resolve_body_path
-
-    return resolve_body_path(name)
 
 
 # ----------------------------------------------------------------------------- disk
@@ -183,10 +162,6 @@ def load_model(folder: Path) -> tuple[TransmodalModel, dict[str, Any]]:
 def _rebuild(spec: ModelSpec) -> nn.Module:
     """The saved architecture, weights still to load. A LoRA model loads its base body from the
     reference in the spec (checked against its fingerprint) and gets its adapters injected."""
-    from transformers import AutoConfig
-
-    from .image_model import build_image_model
-
     if spec.lora:
         from .tuning import check_base_body, inject_lora
 
@@ -200,11 +175,7 @@ def _rebuild(spec: ModelSpec) -> nn.Module:
         check_base_body(model.body, lora, spec.body)
         inject_lora(model.body, lora)
         return model
-    if spec.body_kind == "cnn":
-        return build_image_model(spec, pretrained=False)
-    cfg = dict(spec.body_config)
-    config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-    return build_model(spec, body_config=config)
+    return build_model(spec, rebuild=True)
 
 
 def architecture_mismatch(ours: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:

@@ -1,4 +1,4 @@
-"""``fit`` (align then refine, end to end), the ``Run`` it returns, and ``load``."""
+"""``fit``: data -> model -> align -> refine -> scores, end to end, and its run folder."""
 
 from __future__ import annotations
 
@@ -11,87 +11,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import FitConfig
+from ..data import Preprocessor, load_dataset, split_train_val
+from ..engine.loop import predict_outputs
+from ..engine.optim import make_accelerator, memory_advice
+from ..engine.refine import refine
+from ..errors import CheckpointError, ConfigError
+from ..models import ModelSpec, build_model, save_model
+from ..models.bodies import takes_pixels
+from ..models.tuning import apply_tuning, count_parameters
+from ..tasks import get_task, infer_task
 from .checkpoint import Checkpointer, data_fingerprint
-from .config import FitConfig
-from .data import Dataset, as_inputs, check_task_labels, infer_task, load_dataset, split_train_val
-from .errors import CheckpointError, ConfigError, DataError
-from .metrics import PRIMARY, score
-from .image_model import is_cnn_body
-from .model import ModelSpec, TransmodalModel, build_model, input_layout, load_model, save_model
-from .preprocess import Preprocessor
-from .runfolder import RunFolder
-from .train import make_accelerator, memory_advice, predict_outputs, refine
-from .tuning import apply_tuning, count_parameters
-
-
-class Run:
-    """A fitted model with its preprocessing; predicts on raw user inputs."""
-
-    def __init__(self, model: TransmodalModel, preprocessor: Preprocessor,
-                 config: FitConfig, summary: dict[str, Any], path: Path | None = None) -> None:
-        self.model = model
-        self.preprocessor = preprocessor
-        self.config = config
-        self.summary = summary
-        self.path = path
-        self._accelerator = None
-
-    @property
-    def task(self) -> str:
-        return self.preprocessor.task
-
-    @property
-    def classes(self) -> list[Any]:
-        return list(self.preprocessor.classes)
-
-    def _outputs(self, x: Any) -> np.ndarray:
-        if self._accelerator is None:
-            self._accelerator, _ = make_accelerator(self.config.device, self.config.precision)
-            self.model.to(self._accelerator.device)
-        target = self.preprocessor.input_shape[-1] if self.preprocessor.variable_length else None
-        arr, _ = as_inputs(x, target_length=target)
-        if not np.isfinite(arr).all():
-            raise DataError("input contains NaN or inf; fill or drop those values first")
-        batch = self.config.batch_size * 2
-        with memory_advice("predict", batch, fix="the model itself may not fit this device: "
-                           "predict on a device with more memory (--device cpu)"):
-            return predict_outputs(self.model, self.preprocessor.transform_x(arr), batch,
-                                   self._accelerator)
-
-    def predict(self, x: Any) -> np.ndarray:
-        """Labels (classification) or values in the training targets' units."""
-        return self.preprocessor.inverse_y(self._outputs(x))
-
-    def predict_proba(self, x: Any) -> np.ndarray:
-        if self.task != "classification":
-            raise ConfigError("predict_proba is for classification runs only")
-        return torch.softmax(torch.from_numpy(self._outputs(x)), dim=1).numpy()
-
-    def evaluate(self, x: Any, y: Any) -> dict[str, float]:
-        y = np.asarray(y)
-        if self.task == "classification":
-            self.preprocessor.transform_y(y)  # labels the model never saw: clear error
-        return score(self.task, y, self.predict(x))
-
-    def merge(self, out: str | Path | None = None) -> "Run":
-        """A ``--tune lora`` run with its adapters folded into the base weights.
-
-        Returns a new Run holding a plain model (the same predictions, no adapters, no base-body
-        reference, no peft needed to load it). It is written as a normal model folder to ``out``,
-        by default ``RUN/model_merged/`` when this run has a folder; ``transmodal.load`` reads it.
-        """
-        import copy
-
-        from .tuning import merge_lora
-
-        if not getattr(self.model.spec, "lora", None):
-            raise ConfigError("only --tune lora runs have adapters to merge")
-        model = merge_lora(copy.deepcopy(self.model).cpu())
-        target = Path(out) if out is not None else (self.path / "model_merged" if self.path else None)
-        if target is not None:
-            save_model(model, target, {"preprocessor": self.preprocessor.to_dict(),
-                                       "config": self.config.to_dict()})
-        return Run(model, self.preprocessor, self.config, dict(self.summary), target)
+from .folder import RunFolder
+from .run import Run
 
 
 def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | dict | str | Path | None = None,
@@ -122,19 +54,16 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
 
     # --- data: everything is checked before a run folder exists
     ds = load_dataset(data if data is not None else cfg.data, cfg.test_data, cfg.label_column)
-    task = infer_task(ds.x_train, ds.y_train) if cfg.task == "auto" else cfg.task
-    check_task_labels(task, ds.x_train, ds.y_train)
-    if ds.x_test is not None and task == "dense":
-        check_task_labels(task, ds.x_test, ds.y_test)
+    task = get_task(infer_task(ds.x_train, ds.y_train) if cfg.task == "auto" else cfg.task)
+    task.check_targets(ds.x_train, ds.y_train)
     tr, va = split_train_val(ds.y_train, task, cfg.val_fraction, cfg.seed)
     pre = Preprocessor.fit(ds.x_train[tr], ds.y_train[tr], task, ds.variable_length,
-                           image_norm="unit" if is_cnn_body(cfg.body) else "channel")
+                           image_norm="unit" if takes_pixels(cfg.body) else "channel")
     x_tr, y_tr = pre.transform_x(ds.x_train[tr]), pre.transform_y(ds.y_train[tr])
     x_va, y_va = pre.transform_x(ds.x_train[va]), pre.transform_y(ds.y_train[va])
     if ds.x_test is not None:
         x_te = pre.transform_x(ds.x_test)  # checks grid/channels now, not after training
-        if task == "classification":
-            pre.transform_y(ds.y_test)  # labels the model never saw: clear error now
+        task.check_eval_targets(ds.x_test, ds.y_test)  # e.g. unseen labels: clear error now
     fingerprint = data_fingerprint(ds.x_train, ds.y_train, ds.x_test, ds.y_test)
     if ckpt is not None and ckpt["fingerprint"] != fingerprint:
         raise ConfigError(f"--resume {resume}: these data differ from the data the run was fitted "
@@ -143,50 +72,53 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
 
     # --- model
     t0 = time.perf_counter()
-    spec = ModelSpec(task=task, n_outputs=pre.n_outputs, in_channels=int(ds.x_train.shape[1]),
+    spec = ModelSpec(task=task.name, n_outputs=task.n_outputs, in_channels=int(ds.x_train.shape[1]),
                      spatial=list(ds.x_train.shape[2:]), body=cfg.body,
                      pretrained=cfg.tune != "scratch", max_tokens=cfg.max_tokens,
                      attention_dropout=cfg.attention_dropout, image_size=cfg.image_size,
                      augment=cfg.augment)
     model = build_model(spec)
+    if cfg.align != "none" and model.body.source_modality is None:
+        raise ConfigError(f"a {model.body.family} body has no source reference to align to "
+                          "(no text or image input layer); use --align none")
     apply_tuning(model, cfg.tune, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                  lora_dropout=cfg.lora_dropout)
     trainable, total = count_parameters(model)
     accelerator, precision = make_accelerator(cfg.device, cfg.precision)
     t_build = time.perf_counter() - t0
 
-    folder = RunFolder(Path(out)) if out is not None else None
+    # only the main process writes the run folder (the others train, and log nothing)
+    folder = RunFolder(Path(out)) if out is not None and accelerator.is_main_process else None
     if folder is not None and ckpt is not None:
         folder.write_metrics(ckpt["metrics"])  # epochs logged after the checkpoint are redone
     elif folder is not None:
         folder.create(overwrite=overwrite)
-        folder.write_config({**cfg.to_dict(), "data": cfg.data or ds.name, "task": task,
+        folder.write_config({**cfg.to_dict(), "data": cfg.data or ds.name, "task": task.name,
                              "precision": precision})
     log = folder.log if folder is not None else (lambda rec: None)
     checkpointer = Checkpointer(folder.path, cfg.checkpoint_every, fingerprint) if folder else None
+
+    model = accelerator.prepare(model)  # once, for every stage
 
     # --- stage 1: align
     t0 = time.perf_counter()
     aligned = None
     if cfg.align != "none" and not (ckpt is not None and ckpt["stage"] == "refine"):
-        from .align.stage import align, pseudo_labels
-        from .body import resolve_body_path
+        from ..align.stage import align
+        from ..models.bodies.hf import resolve_body_path
 
-        labels = pseudo_labels(task, y_tr, cfg.n_pseudo_labels, cfg.seed)
+        labels = task.alignment_labels(y_tr, cfg.n_pseudo_labels, cfg.seed)
         with memory_advice("align", cfg.batch_size):
-            aligned = align(model, x_tr, labels, cfg, resolve_body_path(cfg.body),
-                            accelerator.device, log=log, progress=progress,
-                            checkpointer=checkpointer,
+            aligned = align(model, x_tr, labels, cfg, resolve_body_path(cfg.body), accelerator,
+                            log=log, progress=progress, checkpointer=checkpointer,
                             resume=ckpt if ckpt is not None and ckpt["stage"] == "align" else None)
     t_align = time.perf_counter() - t0
 
     # --- stage 2: refine
     t0 = time.perf_counter()
-    val_true = ds.y_train[va]
     with memory_advice("refine", cfg.batch_size):
-        state = refine(model, task, (x_tr, y_tr), (x_va, y_va), cfg, accelerator,
-                       decode=pre.inverse_y, val_true=val_true, log=log, progress=progress,
-                       checkpointer=checkpointer,
+        state = refine(model, task, (x_tr, y_tr), (x_va, y_va), ds.y_train[va], cfg, accelerator,
+                       log=log, progress=progress, checkpointer=checkpointer,
                        resume=ckpt if ckpt is not None and ckpt["stage"] == "refine" else None)
     model = accelerator.unwrap_model(model)
     t_refine = time.perf_counter() - t0
@@ -197,24 +129,24 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     metrics = {"val": {k: v for k, v in (state.best_val or {}).items() if k != "loss"}}
     if ds.x_test is not None:
         raw = predict_outputs(model, x_te, cfg.batch_size * 2, accelerator)
-        metrics["test"] = score(task, ds.y_test, pre.inverse_y(raw))
+        metrics["test"] = task.score(ds.y_test, task.decode(raw))
     summary = {
-        "task": task, "data": cfg.data or ds.name, "body": cfg.body, "align": cfg.align,
+        "task": task.name, "data": cfg.data or ds.name, "body": cfg.body, "align": cfg.align,
         "tune": cfg.tune, "metrics": metrics, "best_epoch": state.best_epoch,
         "epochs_run": state.epoch, "trainable_params": trainable, "total_params": total,
         "n_train": len(tr), "n_val": len(va), "n_test": 0 if ds.x_test is None else len(ds.x_test),
         "device": str(accelerator.device), "precision": precision,
-        **input_layout(model),
+        **model.embedder.layout(),  # how inputs reach the body: tokens and patch, or image size
         "peak_rss_mb": peak_rss_mb(), "skipped_batches": state.skipped_batches,
         "resumed_from": None if ckpt is None else {"stage": ckpt["stage"], "epoch": ckpt["epoch"]},
     }
     if folder is not None:
         save_model(model, folder.model_dir, {"preprocessor": pre.to_dict(), "config": cfg.to_dict()})
-        from .report import plot_learning_curves
+        from ..report import plot_learning_curves
 
-        plot_learning_curves(state.history, PRIMARY[task][0], folder.report_dir / "learning_curves.png")
+        plot_learning_curves(state.history, task.primary[0], folder.report_dir / "learning_curves.png")
         if aligned is not None:
-            from .report import plot_alignment
+            from ..report import plot_alignment
 
             plot_alignment(aligned, folder.report_dir)
         if merge:
@@ -295,21 +227,6 @@ def read_yaml_config(path: Path) -> dict[str, Any]:
     return values
 
 
-def load(run_dir: str | Path) -> Run:
-    """Load a finished run folder (safetensors + JSON; nothing is unpickled), or a model folder
-    such as ``RUN/model_merged`` (its summary is then empty)."""
-    if (Path(run_dir) / "model.json").is_file():  # a model folder: it carries its preprocessing
-        model, meta = load_model(Path(run_dir))
-        return Run(model, Preprocessor.from_dict(meta["preprocessor"]),
-                   FitConfig.from_dict(meta["config"]), {}, Path(run_dir))
-    folder = RunFolder(Path(run_dir))
-    summary = folder.read_summary()
-    model, meta = load_model(folder.model_dir)
-    pre = Preprocessor.from_dict(meta["preprocessor"])
-    cfg = FitConfig.from_dict(meta["config"])
-    return Run(model, pre, cfg, summary, folder.path)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -321,4 +238,4 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-__all__ = ["Run", "fit", "load", "Dataset"]
+__all__ = ["fit", "resolve_config", "read_yaml_config"]

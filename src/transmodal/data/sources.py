@@ -1,4 +1,4 @@
-"""Data in: load any supported source into arrays, validate it, infer the task, split it.
+"""Data sources: load any supported spec or arrays into a validated :class:`Dataset`.
 
 Sources (one string spec each, or arrays from Python):
 
@@ -9,22 +9,19 @@ Sources (one string spec each, or arrays from Python):
   regression sets (``ucr:Covid3Month``), train/test split as published;
 - ``folder:PATH``: an image folder, one sub-folder per class (see ``images.py``).
 
-Inputs are ``(N, L)``, ``(N, C, L)`` or ``(N, C, H, W)``. Variable-length series (a list of
-``(L_i,)`` or ``(C, L_i)`` arrays) are **resampled** by linear interpolation to the longest
-training length; the same rule is applied at predict time (see :func:`resample_to`).
+Inputs are ``(N, L)``, ``(N, C, L)`` or ``(N, C, H, W)`` (``arrays.py`` checks them).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from .errors import DataError
-
-TASKS = ("classification", "regression", "dense")
+from ..errors import DataError
+from .arrays import as_inputs, check_xy
 
 
 @dataclass
@@ -208,146 +205,3 @@ def bundled_ucr_names() -> list[str]:
         if d.is_dir() and (any(d.glob("*_TRAIN.ts")) or any(d.glob("*_TRAIN.tsv"))):
             names.append(d.name)
     return names
-
-
-# ----------------------------------------------------------------------------- arrays
-
-
-def as_inputs(x: Any, target_length: int | None) -> tuple[np.ndarray, list[int] | None]:
-    """Return float32 (N, C, *spatial) and the original lengths if x was variable-length.
-
-    A ragged list of series is resampled to ``target_length`` (default: the longest series).
-    """
-    if isinstance(x, (list, tuple)) and len(x) > 0 and _is_ragged(x):
-        series = [np.asarray(s, dtype=np.float64) for s in x]
-        series = [s[None, :] if s.ndim == 1 else s for s in series]
-        if any(s.ndim != 2 for s in series):
-            raise DataError("variable-length input: each series must be (L,) or (C, L)")
-        if len({s.shape[0] for s in series}) != 1:
-            raise DataError("variable-length input: all series must have the same channel count")
-        lengths = [s.shape[1] for s in series]
-        if min(lengths) < 2:
-            raise DataError("variable-length input: every series needs at least 2 time steps")
-        target = target_length or max(lengths)
-        arr = np.stack([resample_to(s, target) for s in series]).astype(np.float32)
-        return arr, lengths
-    try:
-        arr = np.asarray(x, dtype=np.float32)
-    except (TypeError, ValueError) as e:
-        raise DataError(f"x must be numeric ({e})") from None
-    if arr.ndim == 2:
-        arr = arr[:, None, :]  # (N, L) -> (N, 1, L)
-    if arr.ndim not in (3, 4):
-        raise DataError(
-            f"x has shape {arr.shape}; expected (N, L), (N, C, L) or (N, C, H, W)"
-        )
-    if target_length is not None and arr.ndim == 3 and arr.shape[-1] != target_length:
-        arr = np.stack([resample_to(s, target_length) for s in arr]).astype(np.float32)
-    return arr, None
-
-
-def _is_ragged(x: Sequence) -> bool:
-    shapes = {np.shape(s) for s in x}
-    return len(shapes) > 1
-
-
-def resample_to(series: np.ndarray, length: int) -> np.ndarray:
-    """Linear interpolation of a (C, L) series onto ``length`` evenly spaced points."""
-    c, n = series.shape
-    if n == length:
-        return series
-    old = np.linspace(0.0, 1.0, n)
-    new = np.linspace(0.0, 1.0, length)
-    return np.stack([np.interp(new, old, series[i]) for i in range(c)])
-
-
-def check_xy(x: np.ndarray, y: np.ndarray) -> None:
-    """Shape, length and finiteness checks with one clear message each."""
-    if x.shape[0] == 0:
-        raise DataError("x has zero samples; give at least a few labelled samples")
-    if y.ndim == 0:
-        raise DataError("y must have one label per sample, got a scalar")
-    if len(x) != len(y):
-        raise DataError(f"x has {len(x)} samples but y has {len(y)}; they must match")
-    if not np.isfinite(x).all():
-        bad = np.argwhere(~np.isfinite(x))[0]
-        raise DataError(
-            f"x contains NaN or inf (first at sample {bad[0]}); fill or drop those values first"
-        )
-    if y.dtype.kind in "fc" and not np.isfinite(y).all():
-        bad = np.argwhere(~np.isfinite(y))[0]
-        raise DataError(f"y contains NaN or inf (first at sample {bad[0]}); drop those samples")
-    if y.dtype.kind == "O":
-        if any(v is None or (isinstance(v, float) and not np.isfinite(v)) for v in y.ravel()):
-            raise DataError("y contains missing labels (None/NaN); drop those samples")
-
-
-def infer_task(x: np.ndarray, y: np.ndarray) -> str:
-    """Strings/integers: classification; floats: regression; y shaped like x's grid: dense."""
-    spatial = x.shape[2:]
-    if y.ndim >= 2 and (y.shape[1:] == spatial or y.shape[2:] == spatial):
-        return "dense"
-    if y.dtype.kind in "iubUSO":
-        return "classification"
-    if y.dtype.kind == "f":
-        return "regression"
-    raise DataError(f"cannot infer the task from labels of dtype {y.dtype}; pass --task")
-
-
-def check_task_labels(task: str, x: np.ndarray, y: np.ndarray) -> None:
-    """Labels must fit the task chosen (or forced by --task)."""
-    if task == "classification":
-        if y.ndim != 1:
-            raise DataError(f"classification needs one label per sample; y has shape {y.shape}")
-        _, counts = np.unique(y, return_counts=True)
-        if len(counts) < 2:
-            raise DataError("classification needs at least 2 classes; y has only one")
-        if counts.min() < 2:
-            rare = np.unique(y)[counts.argmin()].item()
-            raise DataError(
-                f"class {rare!r} has a single sample; each class needs at least 2 (one may go to "
-                "validation). Add samples or drop the class"
-            )
-    elif task == "regression":
-        if y.dtype.kind not in "fiu" or y.ndim > 2:
-            raise DataError("regression needs numeric targets shaped (N,) or (N, k)")
-    elif task == "dense":
-        spatial = x.shape[2:]
-        if not (y.shape[1:] == spatial or y.shape[2:] == spatial):
-            raise DataError(
-                f"dense task: y must be shaped like the input grid {spatial} (optionally with "
-                f"channels first); got {y.shape[1:]}"
-            )
-        if y.dtype.kind not in "fiu":
-            raise DataError("dense targets must be numeric")
-        zero = np.flatnonzero(~np.abs(y.reshape(len(y), -1)).any(axis=1))
-        if len(zero):
-            raise DataError(
-                f"dense target of sample {zero[0]} is identically zero, so its relative L2 error "
-                "(the dense score) is undefined; drop such samples or offset the targets"
-            )
-
-
-def split_train_val(
-    y: np.ndarray, task: str, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Indices for train and validation, stratified for classification.
-
-    Validation is always carved from the training data, never from the test split.
-    """
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(y))
-    n_val = max(1, int(round(fraction * len(y))))
-    strat = None
-    if task == "classification":
-        n_classes = len(np.unique(y))
-        n_val = max(n_val, n_classes)
-        strat = y
-    if len(y) - n_val < 1:
-        raise DataError(f"only {len(y)} training samples: too few to hold out a validation split")
-    try:
-        tr, va = train_test_split(idx, test_size=n_val, random_state=seed, stratify=strat)
-    except ValueError as e:
-        raise DataError(f"cannot split a validation set: {e}") from None
-    return np.sort(tr), np.sort(va)

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError
 
 
 class RunFolder:

@@ -1,42 +1,47 @@
 """scikit-learn estimators around ``fit``: usable in Pipeline, GridSearchCV and clone.
 
 ``__init__`` only stores parameters; fitted state ends in ``_`` (``run_``, ``classes_``).
-Nothing is written to disk: the fitted model lives in ``run_``.
+Nothing is written to disk: the fitted model lives in ``run_``. The parameters are FitConfig's
+training options (one source: ``config.py``), plus ``verbose`` (a progress bar).
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .run import Run, fit
+from ..config import FitConfig
+from .fit import fit
+from .run import Run
+
+
+# every training option of FitConfig is an estimator parameter (the data-source and run-folder
+# options are not: an estimator takes arrays and writes nothing), plus ``verbose``
+_PARAMS: dict[str, Any] = {f.name: f.default for f in FitConfig.options("train")}
+_PARAMS["verbose"] = False
+
+
+def _init(self, **params: Any) -> None:
+    unknown = sorted(set(params) - set(_PARAMS))
+    if unknown:
+        raise TypeError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(_PARAMS)}")
+    for name, default in _PARAMS.items():
+        setattr(self, name, params.get(name, default))
+
+
+# scikit-learn reads the parameter names from the signature of __init__ (get_params, clone)
+_init.__signature__ = inspect.Signature(
+    [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    + [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d) for n, d in _PARAMS.items()])
 
 
 class _TransmodalEstimator(BaseEstimator):
     _task = "auto"
-
-    def __init__(self, body: str = "minilm", align: str = "none", tune: str = "full",
-                 epochs: int = 60, align_epochs: int | None = None, batch_size: int = 16,
-                 lr: float = 1e-4, head_lr: float = 1e-3, max_tokens: int = 64,
-                 patience: int = 30, val_fraction: float = 0.2, seed: int = 0,
-                 device: str = "auto", verbose: bool = False) -> None:
-        self.body = body
-        self.align = align
-        self.tune = tune
-        self.epochs = epochs
-        self.align_epochs = align_epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.head_lr = head_lr
-        self.max_tokens = max_tokens
-        self.patience = patience
-        self.val_fraction = val_fraction
-        self.seed = seed
-        self.device = device
-        self.verbose = verbose
+    __init__ = _init  # only stores parameters, as scikit-learn requires
 
     def _fit(self, X: Any, y: Any) -> Run:
         params = self.get_params()

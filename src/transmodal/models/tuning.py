@@ -30,7 +30,10 @@ pointwise convolutions hold almost all weights (the depthwise ones have rank <= 
 group, where a low-rank update means nothing); they are 1x1 stride-1 so their TensorFlow "same"
 padding is zero and they are swapped for a plain ``nn.Conv2d`` (same tensors) that peft can wrap.
 BatchNorm stays frozen under LoRA (eval mode: statistics unchanged). Adapters are new weights,
-so they train at ``--head-lr`` like the embedder and head (``train.build_optimizer``).
+so they train at ``--head-lr`` like the embedder and head (``engine/optim.build_optimizer``).
+
+Every rule above asks the body (``bodies/base.py``): its blocks, norm layers, final norms,
+bypassed input layer and LoRA targets; nothing here knows a body family.
 
 LoRA models are saved as adapters + embedder + head, with a reference to the base body and a
 SHA-256 fingerprint of its weights (see ``model.py``); ``merge_lora`` folds them into the base
@@ -45,8 +48,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import parse_tune
-from .errors import CheckpointError, ConfigError
+from ..config import parse_tune
+from ..errors import CheckpointError, ConfigError
 
 ADAPTER_MARK = ".lora_"  # peft names every adapter tensor ...lora_A/lora_B...
 
@@ -67,7 +70,8 @@ def apply_tuning(model: nn.Module, tune: str, *, lora_r: int = 8, lora_alpha: in
     elif kind == "frozen":
         trainable = set()
     elif kind == "layernorm":
-        trainable = {f"{m}.{p}" for m, mod in body.named_modules() if _is_norm(mod)
+        norms = {id(m) for m in body.norm_layers()}
+        trainable = {f"{m}.{p}" for m, mod in body.named_modules() if id(mod) in norms
                      for p, _ in mod.named_parameters(recurse=False)}
     elif kind == "hybrid":
         blocks = body.blocks()
@@ -75,47 +79,17 @@ def apply_tuning(model: nn.Module, tune: str, *, lora_r: int = 8, lora_alpha: in
             raise ConfigError(f"--tune hybrid:{k}: the body has only {len(blocks)} blocks; "
                               f"use K from 0 to {len(blocks)}")
         ids = {id(p) for blk in blocks[k:] for p in blk.parameters()}
-        trainable = {n for n, p in named.items() if id(p) in ids or _after_blocks(n)}
+        after = body.final_norm_prefixes()  # norms after the last block train with the top blocks
+        trainable = {n for n, p in named.items() if id(p) in ids or n.startswith(after)}
     else:  # lora
         spec = lora_spec(body, lora_r, lora_alpha, lora_dropout)
         inject_lora(body, spec)
         model.spec.lora = spec
         named = dict(body.named_parameters())
         trainable = {n for n in named if ADAPTER_MARK in f".{n}"}
-    trainable -= {n for n, _ in bypassed_parameters(body)}
+    trainable -= {n for n, _ in body.bypassed_parameters()}  # the input layer our embedder replaces
     for name, p in named.items():
         p.requires_grad_(name in trainable)
-
-
-def _is_norm(module: nn.Module) -> bool:
-    """LayerNorm for transformers; BatchNorm for CNNs (their only normalisation layers)."""
-    return isinstance(module, (nn.LayerNorm, nn.modules.batchnorm._BatchNorm))
-
-
-def _after_blocks(name: str) -> bool:
-    """Final norms after the last block (ViT/Swin ``layernorm``) train with the top blocks."""
-    return name.startswith("model.layernorm.")
-
-
-def bypassed_parameters(body: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """Body parameters transmodal never calls: the input layer that its embedder replaces.
-
-    Text bodies: the word embeddings (positions, token types and the embedding LayerNorm are
-    used). ViT: the patch projection (CLS token and position embeddings are used). Swin: all of
-    its embeddings but the patch LayerNorm. A CNN body uses everything (its stem sees the image).
-    """
-    family = getattr(body, "family", None)
-    if family == "text":
-        ids = {id(p) for p in body.model.get_input_embeddings().parameters()}
-        return [(n, p) for n, p in body.named_parameters() if id(p) in ids]
-    if family == "vit":
-        used = ("model.embeddings.cls_token", "model.embeddings.position_embeddings")
-    elif family == "swin":
-        used = ("model.embeddings.norm.",)
-    else:
-        return []
-    return [(n, p) for n, p in body.named_parameters()
-            if n.startswith("model.embeddings.") and not n.startswith(used)]
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -130,18 +104,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 def lora_targets(body: nn.Module) -> list[str]:
     """Names (relative to ``body``) of the modules that get adapters; see the module doc."""
-    from .image_model import is_cnn_module
-
-    names = {id(m): n for n, m in body.named_modules()}
-    cnn = is_cnn_module(body)
-    out = []
-    for block in body.blocks():
-        for m in block.modules():
-            if cnn:
-                if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1:
-                    out.append(names[id(m)])
-            elif isinstance(m, nn.Linear):
-                out.append(names[id(m)])
+    out = body.lora_targets()
     if not out:
         raise ConfigError(f"--tune lora: found no layers to adapt in {type(body).__name__}")
     return out
@@ -161,34 +124,11 @@ def inject_lora(body: nn.Module, spec: dict[str, Any]) -> None:
         from peft import LoraConfig, inject_adapter_in_model
     except ImportError:
         raise ConfigError("--tune lora needs the package peft: pip install peft") from None
-    from .image_model import is_cnn_module
-
     targets = list(spec["target_modules"])
-    if is_cnn_module(body):
-        _plain_pointwise_convs(body, targets)
+    body.prepare_lora(targets)  # e.g. the CNN swaps its padded 1x1 convs for plain ones
     config = LoraConfig(r=spec["r"], lora_alpha=spec["alpha"], lora_dropout=spec["dropout"],
                         target_modules=targets, bias="none")
     inject_adapter_in_model(config, body)
-
-
-def _plain_pointwise_convs(body: nn.Module, names: list[str]) -> None:
-    """Swap the package's dynamic-"same"-padding 1x1 convs for ``nn.Conv2d`` sharing their tensors.
-
-    peft builds its adapter convs as ``type(base_layer)(in, r, kernel, stride, padding)``, which
-    the package's subclass reads as a dilation. A 1x1 stride-1 conv pads nothing either way, so
-    the plain conv computes exactly the same function; state-dict keys stay the same.
-    """
-    for name in names:
-        old = body.get_submodule(name)
-        if type(old) is nn.Conv2d:
-            continue
-        if tuple(old.kernel_size) != (1, 1) or tuple(old.stride) != (1, 1) or old.groups != 1:
-            raise ConfigError(f"--tune lora: {name} is not a pointwise convolution; cannot adapt it")
-        new = nn.Conv2d(old.in_channels, old.out_channels, 1, bias=old.bias is not None)
-        new.weight = old.weight
-        new.bias = old.bias
-        parent, _, leaf = name.rpartition(".")
-        setattr(body.get_submodule(parent) if parent else body, leaf, new)
 
 
 def merge_lora(model: nn.Module) -> nn.Module:

@@ -33,7 +33,8 @@ metrics        the text of ``RUN/metrics.jsonl`` when the checkpoint was written
 fingerprint    hash of the data (see :func:`data_fingerprint`); a resume refuses other data
 =============  ===========================================================================
 
-API (stage-generic; the refine loop in ``train.py`` is the reference user)::
+API (stage-generic; the one training loop, ``engine/loop.py``, uses it through its checkpoint
+callback, ``engine/callbacks.py``)::
 
     ck = Checkpointer(run_dir, every=cfg.checkpoint_every, fingerprint=data_fingerprint(...))
     # every=N: at the end of every N-th epoch; every=0 (default): automatic, the first epoch,
@@ -67,7 +68,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 FORMAT = "transmodal-checkpoint/1"
 STAGES = ("align", "refine")  # in the order a run goes through them
@@ -217,7 +218,7 @@ def data_fingerprint(*arrays: Any) -> str:
 
 def check_architecture(state: Mapping[str, torch.Tensor], model: torch.nn.Module, where: str) -> None:
     """Refuse weights of another architecture with one line (instead of a long torch error)."""
-    from .model import architecture_mismatch
+    from ..models.model import architecture_mismatch
 
     mismatch = architecture_mismatch(model.state_dict(), dict(state))
     if mismatch:

@@ -1,4 +1,6 @@
-"""Image input for in-modality transfer: image folders, ImageNet scaling, resizing, augmentation.
+"""Images as data: image folders, and pixel scaling to what ImageNet bodies expect.
+
+Resizing and augmentation run inside the model, batch by batch (``models/image_input.py``).
 
 Conventions used throughout transmodal for images:
 
@@ -19,19 +21,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from transmodal.errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "ImageAugment",
     "imagenet_normalize",
     "load_image_folder",
-    "resize_batch",
     "to_three_channels",
     "to_unit_float",
 ]
@@ -218,87 +217,3 @@ def to_three_channels(x: np.ndarray | Tensor, max_value: float | None = None) ->
         )
     t = t.clamp_(0.0, 1.0).expand(-1, 3, -1, -1).contiguous()  # (N, 3, H, W)
     return t.numpy() if is_numpy else t
-
-
-def resize_batch(x: Tensor, size: int | tuple[int, int]) -> Tensor:
-    """(B, C, H, W) -> float (B, C, size, size): bilinear, antialiased when shrinking.
-
-    Without antialiasing, shrinking (e.g. 512 -> 224) samples every other pixel and aliases fine
-    texture. Returns ``x`` itself when it already has the size. uint8 input becomes float (same
-    0..255 values; convert with ``to_unit_float`` first if you want [0, 1]).
-    """
-    if x.ndim != 4:
-        raise DataError(f"resize_batch needs (batch, channels, height, width), got shape {tuple(x.shape)}")
-    h, w = (size, size) if isinstance(size, int) else size
-    if h < 1 or w < 1:
-        raise ConfigError(f"resize size must be positive, got {size}")
-    if tuple(x.shape[-2:]) == (h, w):
-        return x
-    if not x.is_floating_point():
-        x = x.float()
-    shrink = h < x.shape[-2] or w < x.shape[-1]
-    return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=shrink)
-
-
-# --------------------------------------------------------------------------- augmentation
-class ImageAugment(nn.Module):
-    """Random horizontal flip and random resized crop, on whole batches, training mode only.
-
-    Each sample gets its own crop covering a fraction ``scale`` of the image area (default
-    (0.5, 1.0): at least half, so a small object such as a digit stays in view; torchvision's
-    (0.08, 1.0) is meant for ImageNet-sized training) with aspect ratio in ``ratio``, resized
-    back to the input size, and is mirrored left-right with probability 1/2. A crop side that
-    would exceed the image is clipped to it. One ``grid_sample`` does it all, so it is pure
-    torch, works on any device, and draws all randomness from torch's generator:
-    deterministic under ``torch.manual_seed``. In eval mode it returns its input unchanged.
-    Input: float (B, C, H, W); output the same shape.
-    """
-
-    def __init__(
-        self,
-        flip: bool = True,
-        scale: tuple[float, float] | None = (0.5, 1.0),
-        ratio: tuple[float, float] = (3 / 4, 4 / 3),
-    ) -> None:
-        super().__init__()
-        if scale is not None and not (0 < scale[0] <= scale[1] <= 1):
-            raise ConfigError(f"crop scale must satisfy 0 < low <= high <= 1, got {scale}")
-        if not (0 < ratio[0] <= ratio[1]):
-            raise ConfigError(f"crop ratio must satisfy 0 < low <= high, got {ratio}")
-        self.flip = bool(flip)
-        self.scale = None if scale is None else (float(scale[0]), float(scale[1]))
-        self.ratio = (float(ratio[0]), float(ratio[1]))
-
-    def extra_repr(self) -> str:
-        return f"flip={self.flip}, scale={self.scale}, ratio={self.ratio}"
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or (not self.flip and self.scale is None):
-            return x
-        if x.ndim != 4 or not x.is_floating_point():
-            raise DataError(f"ImageAugment needs float (batch, channels, height, width), got {x.dtype} {tuple(x.shape)}")
-        b, dev = x.shape[0], x.device
-        ones = torch.ones(b, device=dev)
-        zeros = torch.zeros(b, device=dev)
-        sw, sh, tx, ty = ones, ones, zeros, zeros  # crop half-widths and centres, in [-1, 1] coords
-        if self.scale is not None:
-            lo, hi = self.scale
-            area = lo + (hi - lo) * torch.rand(b, device=dev)  # (B,) fraction of the image area
-            log_r = math.log(self.ratio[0]) + (math.log(self.ratio[1]) - math.log(self.ratio[0])) * torch.rand(
-                b, device=dev
-            )
-            r = log_r.exp()  # (B,) width / height, relative to the image's own aspect
-            sw = (area * r).sqrt().clamp(max=1.0)  # (B,) crop width / image width
-            sh = (area / r).sqrt().clamp(max=1.0)
-            tx = (1 - sw) * (2 * torch.rand(b, device=dev) - 1)  # centre anywhere keeping the crop inside
-            ty = (1 - sh) * (2 * torch.rand(b, device=dev) - 1)
-        if self.flip:
-            sign = torch.where(torch.rand(b, device=dev) < 0.5, -ones, ones)  # -1: mirror x
-            sw = sw * sign
-        theta = torch.zeros(b, 2, 3, device=dev, dtype=x.dtype)  # output coords -> input coords
-        theta[:, 0, 0] = sw
-        theta[:, 0, 2] = tx
-        theta[:, 1, 1] = sh
-        theta[:, 1, 2] = ty
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

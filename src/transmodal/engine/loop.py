@@ -1,0 +1,173 @@
+"""One training loop for every stage (align, refine, and the stages to come).
+
+A stage says what is its own business: its batches, the loss of one batch (forward pass and
+objective), and what an epoch reports (e.g. validation scores). The loop does the rest, the
+same way for every stage: train mode, zero-grad, the non-finite check, backward through the
+accelerator, gradient norm and clipping, optimizer and scheduler steps, step counting, and the
+epoch record. Everything else is a callback (``callbacks.py``: progress bar, metrics log,
+non-finite policy, best epoch, early stopping, checkpoints), skorch-style; callbacks that
+write files run on the main process only.
+
+Exact resume: ``start_state`` restores a stage's checkpoint (weights, optimizer, scheduler, RNG
+states) after the stage was set up, so that the resumed run draws the same batches and dropout
+masks as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import TransmodalError
+from .optim import grad_norm
+
+
+class NonFiniteError(TransmodalError):
+    """Loss or gradient became NaN/inf."""
+
+
+@dataclass
+class LoopState:
+    """Everything the loop carries from epoch to epoch (what a resume must restore)."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    best_epoch: int = -1
+    best_val: dict[str, float] | None = None
+    bad_epochs: int = 0  # epochs since the last strict improvement
+    history: list[dict[str, Any]] = field(default_factory=list)
+    skipped_batches: int = 0  # batches dropped by --on-nan skip
+    stopped: bool = False  # early stopping ended the stage
+    # best weights so far (BestEpoch); saved in checkpoints beside, not inside, the state
+    best_weights: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("best_weights")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LoopState":
+        """Also reads the smaller align-stage state of earlier versions (history and step)."""
+        known = {f.name for f in fields(cls)} - {"best_weights"}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class EpochEnd:
+    """What a stage reports at the end of an epoch."""
+
+    record: dict[str, Any]  # the stage's fields of the metrics.jsonl line
+    scores: dict[str, float] | None = None  # validation scores (model selection), if any
+
+
+class Stage(ABC):
+    """One stage's business. Set up everything that draws random numbers in ``__init__``."""
+
+    name: str  # "align" | "refine": the checkpoint's stage and the log's "stage"
+    epochs: int
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any = None
+    params: list[nn.Parameter]  # whose gradient norm is checked (and clipped)
+    grad_clip: float = 0.0  # 0: no clipping
+    generators: dict[str, torch.Generator]  # named RNGs a resume must restore
+    loss_name: str = "loss"  # what a non-finite loss is called in messages
+    nan_advice: str = "lower --lr or check the data scale, or pass --on-nan skip"
+
+    @abstractmethod
+    def batches(self, epoch: int) -> Iterable[Any]:
+        """The training batches of one epoch."""
+
+    @abstractmethod
+    def batch_loss(self, batch: Any) -> tuple[torch.Tensor, int]:
+        """(scalar loss, samples in the batch) for one batch: forward pass and objective."""
+
+    @abstractmethod
+    def end_epoch(self, state: LoopState, losses: list[tuple[float, int]], skipped: int) -> EpochEnd:
+        """The epoch's record from its (loss, samples) per step; validation happens here."""
+
+    def describe(self) -> str:
+        return self.name
+
+    def postfix(self, end: EpochEnd) -> dict[str, str]:
+        """Short progress-bar values."""
+        return {}
+
+    def backward(self, accelerator, loss: torch.Tensor) -> None:
+        accelerator.backward(loss)
+
+
+def start_state(stage: Stage, accelerator, resume: dict[str, Any] | None) -> LoopState:
+    """A fresh state, or the checkpoint ``resume`` of this stage restored into ``stage``."""
+    if resume is None:
+        return LoopState()
+    from ..run.checkpoint import restore
+
+    restore(resume, model=accelerator.unwrap_model(stage.model), optimizer=stage.optimizer,
+            scheduler=stage.scheduler, scaler=accelerator.scaler, generators=stage.generators)
+    state = LoopState.from_dict(resume["state"])
+    state.epoch = int(resume["epoch"])
+    state.best_weights = resume.get("best_model")
+    return state
+
+
+def run_stage(stage: Stage, state: LoopState, accelerator, callbacks: Sequence[Any] = ()) -> LoopState:
+    """Train ``stage`` from ``state`` to its last epoch (or until a callback stops it)."""
+    from .callbacks import CallbackList
+
+    cbs = CallbackList(callbacks)
+    start = stage.epochs if state.stopped else state.epoch
+    cbs.on_stage_begin(stage, state, start)
+    for epoch in range(start, stage.epochs):
+        t0 = time.perf_counter()
+        stage.model.train()
+        losses: list[tuple[float, int]] = []
+        skipped = 0
+        for batch in stage.batches(epoch):
+            loss, n = stage.batch_loss(batch)
+            stage.optimizer.zero_grad(set_to_none=True)
+            bad = None if torch.isfinite(loss) else stage.loss_name
+            if bad is None:
+                stage.backward(accelerator, loss)
+                norm = grad_norm(accelerator, stage.params, stage.grad_clip)
+                bad = None if norm is None or torch.isfinite(norm) else "gradient"
+            if bad is not None:
+                cbs.on_nonfinite(stage, state, epoch, bad)  # raises unless the batch may be dropped
+                stage.optimizer.zero_grad(set_to_none=True)  # drop it: no optimizer/scheduler step
+                skipped += 1
+                continue
+            stage.optimizer.step()
+            if stage.scheduler is not None:
+                stage.scheduler.step()
+            state.step += 1
+            losses.append((loss.item(), n))
+        state.skipped_batches += skipped
+        state.epoch = epoch + 1
+        end = stage.end_epoch(state, losses, skipped)
+        end.record = {"stage": stage.name, "epoch": state.epoch, "step": state.step, **end.record,
+                      "seconds": time.perf_counter() - t0}
+        state.history.append(end.record)
+        cbs.on_epoch_end(stage, state, end)
+        if state.stopped:
+            break
+    cbs.on_stage_end(stage, state)
+    return state
+
+
+@torch.no_grad()
+def predict_outputs(model: nn.Module, x: np.ndarray, batch_size: int, accelerator) -> np.ndarray:
+    """Raw model outputs (logits / standardised values) for preprocessed x, in batches."""
+    model.eval()
+    outs = []
+    for i in range(0, len(x), max(1, batch_size)):
+        xb = torch.from_numpy(x[i: i + batch_size]).to(accelerator.device)
+        with accelerator.autocast():
+            outs.append(model(xb).float().cpu())
+    return torch.cat(outs).numpy()

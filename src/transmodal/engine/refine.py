@@ -1,0 +1,93 @@
+"""The refine stage: train on the task's loss, validate every epoch (the task scores it).
+
+AdamW (body and embedder/head learning rates apart, ``optim.py``), linear warm-up then cosine
+decay or a constant rate (``--schedule``), gradient clipping; the best epoch, early stopping,
+checkpoints and the non-finite policy are callbacks (``callbacks.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from .loop import EpochEnd, LoopState, Stage, predict_outputs
+from .optim import build_optimizer, lr_factor
+
+
+class RefineStage(Stage):
+    name = "refine"
+
+    def __init__(self, model: nn.Module, task: Any, train: tuple[np.ndarray, np.ndarray],
+                 val: tuple[np.ndarray, np.ndarray], val_true: np.ndarray, cfg: Any,
+                 accelerator: Any) -> None:
+        """``model`` is already prepared by ``accelerator``; ``train`` and ``val`` hold
+        preprocessed inputs and encoded targets; ``val_true`` the validation labels in the
+        user's label space (validation is scored in user units)."""
+        x_tr, y_tr = train
+        self.model, self.task, self.val, self.val_true = model, task, val, val_true
+        self.accelerator = accelerator
+        self.epochs = cfg.epochs
+        self.grad_clip = cfg.grad_clip
+        self.eval_batch = cfg.batch_size * 2
+        gen = torch.Generator().manual_seed(cfg.seed)
+        self.generators = {"loader": gen}
+        loader = DataLoader(TensorDataset(torch.from_numpy(x_tr), torch.from_numpy(y_tr)),
+                            batch_size=cfg.batch_size, shuffle=True, generator=gen)
+        optimizer = build_optimizer(accelerator.unwrap_model(model), cfg.lr, cfg.head_lr,
+                                    cfg.weight_decay)
+        steps = cfg.epochs * len(loader)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_factor(steps, cfg.warmup, cfg.schedule))
+        self.optimizer, self.loader = accelerator.prepare(optimizer, loader)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def batches(self, epoch: int):
+        return self.loader
+
+    def batch_loss(self, batch: Any) -> tuple[torch.Tensor, int]:
+        xb, yb = batch
+        with self.accelerator.autocast():
+            out = self.model(xb)
+        return self.task.loss(out, yb), len(xb)
+
+    def end_epoch(self, state: LoopState, losses: list[tuple[float, int]], skipped: int) -> EpochEnd:
+        total, count = 0.0, 0
+        for value, n in losses:
+            total += value * n
+            count += n
+        x_va, y_va = self.val
+        raw = predict_outputs(self.model, x_va, self.eval_batch, self.accelerator)
+        val_loss = float(self.task.loss(torch.from_numpy(raw), torch.from_numpy(y_va)))
+        scores = {**self.task.score(self.val_true, self.task.decode(raw)), "loss": val_loss}
+        record = {"train_loss": total / max(count, 1), "val_loss": val_loss,
+                  **{f"val_{k}": v for k, v in scores.items() if k != "loss"},
+                  "lr": self.scheduler.get_last_lr()[0], "skipped_batches": skipped}
+        return EpochEnd(record, scores)
+
+    def postfix(self, end: EpochEnd) -> dict[str, str]:
+        metric = self.task.primary[0]
+        return {"loss": f"{end.record['train_loss']:.3f}", metric: f"{end.scores[metric]:.3f}"}
+
+
+def refine(model: nn.Module, task: Any, train: tuple[np.ndarray, np.ndarray],
+           val: tuple[np.ndarray, np.ndarray], val_true: np.ndarray, cfg: Any, accelerator: Any,
+           log: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
+           checkpointer: Any = None, resume: dict[str, Any] | None = None) -> LoopState:
+    """Run the refine stage; the model ends with the best validation epoch's weights.
+
+    ``resume`` (a loaded ``"refine"`` checkpoint) continues from it exactly: same batches,
+    dropout masks and optimizer state as without the break.
+    """
+    from .callbacks import standard_callbacks
+    from .loop import run_stage, start_state
+
+    stage = RefineStage(model, task, train, val, val_true, cfg, accelerator)
+    state = start_state(stage, accelerator, resume)  # last: it puts back the RNG states
+    callbacks = standard_callbacks(accelerator=accelerator, on_nan=cfg.on_nan,
+                                   checkpointer=checkpointer, log=log, progress=progress,
+                                   task=task, patience=cfg.patience)
+    return run_stage(stage, state, accelerator, callbacks)

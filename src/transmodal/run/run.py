@@ -1,0 +1,111 @@
+"""``Run``: a fitted model with its preprocessing (what ``fit`` returns), and ``load``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import FitConfig
+from ..data import Preprocessor, as_inputs
+from ..engine.loop import predict_outputs
+from ..engine.optim import make_accelerator, memory_advice
+from ..errors import ConfigError, DataError
+from ..models import TransmodalModel, load_model, save_model
+from .folder import RunFolder
+
+
+class Run:
+    """A fitted model with its preprocessing; predicts on raw user inputs."""
+
+    def __init__(self, model: TransmodalModel, preprocessor: Preprocessor,
+                 config: FitConfig, summary: dict[str, Any], path: Path | None = None) -> None:
+        self.model = model
+        self.preprocessor = preprocessor
+        self.config = config
+        self.summary = summary
+        self.path = path
+        self._accelerator = None
+
+    @property
+    def task(self) -> str:
+        return self.preprocessor.task
+
+    @property
+    def classes(self) -> list[Any]:
+        """Class labels (classification runs; empty otherwise)."""
+        return list(getattr(self.preprocessor.target, "classes", []))
+
+    def _inputs(self, x: Any) -> np.ndarray:
+        """Raw user inputs as checked (N, C, *spatial) arrays (the variable-length rule applied)."""
+        target = self.preprocessor.input_shape[-1] if self.preprocessor.variable_length else None
+        arr, _ = as_inputs(x, target_length=target)
+        if not np.isfinite(arr).all():
+            raise DataError("input contains NaN or inf; fill or drop those values first")
+        return arr
+
+    def _outputs(self, arr: np.ndarray) -> np.ndarray:
+        """Raw model outputs for checked inputs (from ``_inputs``)."""
+        if self._accelerator is None:
+            self._accelerator, _ = make_accelerator(self.config.device, self.config.precision)
+            self.model.to(self._accelerator.device)
+        batch = self.config.batch_size * 2
+        with memory_advice("predict", batch, fix="the model itself may not fit this device: "
+                           "predict on a device with more memory (--device cpu)"):
+            return predict_outputs(self.model, self.preprocessor.transform_x(arr), batch,
+                                   self._accelerator)
+
+    def predict(self, x: Any) -> np.ndarray:
+        """Labels (classification) or values in the training targets' units."""
+        return self.preprocessor.inverse_y(self._outputs(self._inputs(x)))
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        """Class probabilities (N, K), columns in the order of ``classes``."""
+        return self.preprocessor.target.probabilities(self._outputs(self._inputs(x)))
+
+    def evaluate(self, x: Any, y: Any) -> dict[str, float]:
+        """The task's scores of predictions on ``x`` against labels ``y``."""
+        y = np.asarray(y)
+        target = self.preprocessor.target
+        arr = self._inputs(x)
+        target.check_eval_targets(arr, y)  # e.g. labels the model never saw: clear error
+        return target.score(y, target.decode(self._outputs(arr)))
+
+    def merge(self, out: str | Path | None = None) -> "Run":
+        """A ``--tune lora`` run with its adapters folded into the base weights.
+
+        Returns a new Run holding a plain model (the same predictions, no adapters, no base-body
+        reference, no peft needed to load it). It is written as a normal model folder to ``out``,
+        by default ``RUN/model_merged/`` when this run has a folder; ``transmodal.load`` reads it.
+        """
+        import copy
+
+        from ..models.tuning import merge_lora
+
+        if not getattr(self.model.spec, "lora", None):
+            raise ConfigError("only --tune lora runs have adapters to merge")
+        model = merge_lora(copy.deepcopy(self.model).cpu())
+        target = Path(out) if out is not None else (self.path / "model_merged" if self.path else None)
+        if target is not None:
+            save_model(model, target, {"preprocessor": self.preprocessor.to_dict(),
+                                       "config": self.config.to_dict()})
+        return Run(model, self.preprocessor, self.config, dict(self.summary), target)
+
+
+
+def load(run_dir: str | Path) -> Run:
+    """Load a finished run folder (safetensors + JSON; nothing is unpickled), or a model folder
+    such as ``RUN/model_merged`` (its summary is then empty)."""
+    if (Path(run_dir) / "model.json").is_file():  # a model folder: it carries its preprocessing
+        model, meta = load_model(Path(run_dir))
+        return Run(model, Preprocessor.from_dict(meta["preprocessor"]),
+                   FitConfig.from_dict(meta["config"]), {}, Path(run_dir))
+    folder = RunFolder(Path(run_dir))
+    summary = folder.read_summary()
+    model, meta = load_model(folder.model_dir)
+    pre = Preprocessor.from_dict(meta["preprocessor"])
+    cfg = FitConfig.from_dict(meta["config"])
+    return Run(model, pre, cfg, summary, folder.path)
+
+

@@ -1,0 +1,116 @@
+"""Dense: one value (or several channels) per time step or pixel; relative L2 picks the epoch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..errors import DataError
+from . import register_task
+from .base import Task
+
+
+def rel_l2(pred: Any, true: Any) -> float:
+    """Mean over samples of ||pred - true|| / ||true|| (each sample flattened): the dense score.
+
+    The usual PDE-surrogate error. Takes numpy arrays or anything ``np.asarray`` takes; the
+    first axis indexes samples.
+    """
+    p = np.asarray(pred, dtype=np.float64)
+    t = np.asarray(true, dtype=np.float64)
+    if p.shape != t.shape:
+        raise DataError(f"prediction shape {p.shape} does not match target shape {t.shape}")
+    if p.ndim < 1 or p.shape[0] == 0:
+        raise DataError("rel_l2 needs at least one sample")
+    p = p.reshape(p.shape[0], -1)
+    t = t.reshape(t.shape[0], -1)
+    norms = np.linalg.norm(t, axis=1)
+    if np.any(norms == 0):
+        raise DataError("rel_l2 is undefined for a target that is identically zero")
+    return float(np.mean(np.linalg.norm(p - t, axis=1) / norms))
+
+
+@register_task
+class Dense(Task):
+    name = "dense"
+    head = "dense"
+    primary = ("rel_l2", False)
+    infer_rank = 0  # first: y shaped like the input grid is dense whatever its dtype
+
+    def __init__(self, y_mean: list[float] | None = None, y_std: list[float] | None = None,
+                 y_shape: list[int] | None = None, spatial_ndim: int = 1) -> None:
+        self.y_mean = list(y_mean or [])  # per output channel
+        self.y_std = list(y_std or [])
+        self.y_shape = list(y_shape or [])  # per-sample target shape: (*spatial) or (K, *spatial)
+        self.spatial_ndim = int(spatial_ndim)  # 1 for series, 2 for images
+
+    def matches(self, x: np.ndarray, y: np.ndarray) -> bool:
+        spatial = x.shape[2:]
+        return y.ndim >= 2 and (y.shape[1:] == spatial or y.shape[2:] == spatial)
+
+    def check_targets(self, x: np.ndarray, y: np.ndarray) -> None:
+        spatial = x.shape[2:]
+        if not (y.shape[1:] == spatial or y.shape[2:] == spatial):
+            raise DataError(
+                f"dense task: y must be shaped like the input grid {spatial} (optionally with "
+                f"channels first); got {y.shape[1:]}"
+            )
+        if y.dtype.kind not in "fiu":
+            raise DataError("dense targets must be numeric")
+        zero = np.flatnonzero(~np.abs(y.reshape(len(y), -1)).any(axis=1))
+        if len(zero):
+            raise DataError(
+                f"dense target of sample {zero[0]} is identically zero, so its relative L2 error "
+                "(the dense score) is undefined; drop such samples or offset the targets"
+            )
+
+    def check_eval_targets(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.check_targets(x, y)
+
+    def _channels_first(self, y: np.ndarray) -> np.ndarray:
+        """(N, *spatial) -> (N, 1, *spatial); (N, K, *spatial) unchanged."""
+        return y if y.ndim == self.spatial_ndim + 2 else y[:, None]
+
+    def fit_targets(self, x: np.ndarray, y: np.ndarray) -> "Dense":
+        self.spatial_ndim = x.ndim - 2
+        yf = y.astype(np.float64)
+        self.y_shape = list(y.shape[1:])
+        yc = self._channels_first(yf)  # one scale per target channel
+        ax = (0,) + tuple(range(2, yc.ndim))
+        self.y_mean = yc.mean(axis=ax).tolist()
+        s = yc.std(axis=ax)
+        self.y_std = np.where(s > 1e-8, s, 1.0).tolist()
+        return self
+
+    def state(self) -> dict[str, Any]:
+        return {"y_mean": self.y_mean, "y_std": self.y_std, "y_shape": self.y_shape}
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> "Dense":
+        # the spatial rank is that of the stored input shape (C, *spatial)
+        return cls(d.get("y_mean"), d.get("y_std"), d.get("y_shape"), len(d["input_shape"]) - 1)
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.y_mean)
+
+    def encode(self, y: np.ndarray) -> np.ndarray:
+        yc = self._channels_first(y.astype(np.float64))
+        shape = (1, -1) + (1,) * (yc.ndim - 2)
+        mean = np.asarray(self.y_mean).reshape(shape)
+        std = np.asarray(self.y_std).reshape(shape)
+        return ((yc - mean) / std).astype(np.float32)
+
+    def decode(self, raw: np.ndarray) -> np.ndarray:
+        shape = (1, -1) + (1,) * (raw.ndim - 2)
+        y = raw * np.asarray(self.y_std).reshape(shape) + np.asarray(self.y_mean).reshape(shape)
+        return y.reshape((len(y), *self.y_shape)) if self.y_shape else y
+
+    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(out.float(), target)
+
+    def score(self, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+        return {"rel_l2": rel_l2(y_pred, y_true)}
