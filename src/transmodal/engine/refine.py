@@ -23,20 +23,27 @@ class RefineStage(Stage):
 
     def __init__(self, model: nn.Module, task: Any, train: tuple[np.ndarray, np.ndarray],
                  val: tuple[np.ndarray, np.ndarray], val_true: np.ndarray, cfg: Any,
-                 accelerator: Any) -> None:
+                 accelerator: Any, weights: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """``model`` is already prepared by ``accelerator``; ``train`` and ``val`` hold
         preprocessed inputs and encoded targets; ``val_true`` the validation labels in the
-        user's label space (validation is scored in user units)."""
+        user's label space (validation is scored in user units). ``weights``: per-sample
+        weights of the training and validation samples (each with mean 1), or None; they
+        weight the training loss, the validation loss and the validation scores."""
         x_tr, y_tr = train
         self.model, self.task, self.val, self.val_true = model, task, val, val_true
+        self.val_weight = None if weights is None else weights[1]
+        # the weights travel with their samples through the shuffled loader (same draws:
+        # the sampler's permutation does not depend on how many tensors a sample holds)
+        tensors = [torch.from_numpy(x_tr), torch.from_numpy(y_tr)]
+        if weights is not None:
+            tensors.append(torch.from_numpy(np.asarray(weights[0], dtype=np.float32)))
         self.accelerator = accelerator
         self.epochs = cfg.epochs
         self.grad_clip = cfg.grad_clip
         self.eval_batch = cfg.batch_size * 2
         gen = torch.Generator().manual_seed(cfg.seed)
         self.generators = {"loader": gen}
-        loader = DataLoader(TensorDataset(torch.from_numpy(x_tr), torch.from_numpy(y_tr)),
-                            batch_size=cfg.batch_size, shuffle=True, generator=gen)
+        loader = DataLoader(TensorDataset(*tensors), batch_size=cfg.batch_size, shuffle=True, generator=gen)
         optimizer = build_optimizer(accelerator.unwrap_model(model), cfg.lr, cfg.head_lr,
                                     cfg.weight_decay)
         steps = cfg.epochs * len(loader)
@@ -49,10 +56,10 @@ class RefineStage(Stage):
         return self.loader
 
     def batch_loss(self, batch: Any) -> tuple[torch.Tensor, int]:
-        xb, yb = batch
+        xb, yb, *wb = batch  # wb: [weights] when sample weights were given
         with self.accelerator.autocast():
             out = self.model(xb)
-        return self.task.loss(out, yb), len(xb)
+        return self.task.loss(out, yb, *wb), len(xb)
 
     def end_epoch(self, state: LoopState, losses: list[tuple[float, int]], skipped: int) -> EpochEnd:
         total, count = 0.0, 0
@@ -61,11 +68,14 @@ class RefineStage(Stage):
             count += n
         x_va, y_va = self.val
         raw = predict_outputs(self.model, x_va, self.eval_batch, self.accelerator)
-        val_loss = float(self.task.loss(torch.from_numpy(raw), torch.from_numpy(y_va)))
-        scores = {**self.task.score(self.val_true, self.task.decode(raw)), "loss": val_loss}
+        w = () if self.val_weight is None else (self.val_weight,)
+        val_loss = float(self.task.loss(torch.from_numpy(raw), torch.from_numpy(y_va),
+                                        *(torch.from_numpy(v) for v in w)))
+        scores = {**self.task.score(self.val_true, self.task.decode(raw), *w), "loss": val_loss}
+        lrs = self.scheduler.get_last_lr()  # groups: [body, embedder + head], or the latter alone
         record = {"train_loss": total / max(count, 1), "val_loss": val_loss,
                   **{f"val_{k}": v for k, v in scores.items() if k != "loss"},
-                  "lr": self.scheduler.get_last_lr()[0], "skipped_batches": skipped}
+                  "lr": lrs[0], "head_lr": lrs[-1], "skipped_batches": skipped}
         return EpochEnd(record, scores)
 
     def postfix(self, end: EpochEnd) -> dict[str, str]:
@@ -76,16 +86,18 @@ class RefineStage(Stage):
 def refine(model: nn.Module, task: Any, train: tuple[np.ndarray, np.ndarray],
            val: tuple[np.ndarray, np.ndarray], val_true: np.ndarray, cfg: Any, accelerator: Any,
            log: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
-           checkpointer: Any = None, resume: dict[str, Any] | None = None) -> LoopState:
+           checkpointer: Any = None, resume: dict[str, Any] | None = None,
+           weights: tuple[np.ndarray, np.ndarray] | None = None) -> LoopState:
     """Run the refine stage; the model ends with the best validation epoch's weights.
 
     ``resume`` (a loaded ``"refine"`` checkpoint) continues from it exactly: same batches,
-    dropout masks and optimizer state as without the break.
+    dropout masks and optimizer state as without the break. ``weights``: (training,
+    validation) sample weights, or None (see :class:`RefineStage`).
     """
     from .callbacks import standard_callbacks
     from .loop import run_stage, start_state
 
-    stage = RefineStage(model, task, train, val, val_true, cfg, accelerator)
+    stage = RefineStage(model, task, train, val, val_true, cfg, accelerator, weights)
     state = start_state(stage, accelerator, resume)  # last: it puts back the RNG states
     callbacks = standard_callbacks(accelerator=accelerator, on_nan=cfg.on_nan,
                                    checkpointer=checkpointer, log=log, progress=progress,

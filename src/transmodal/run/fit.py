@@ -16,7 +16,7 @@ from ..data import Preprocessor, load_dataset, split_train_val
 from ..engine.loop import predict_outputs
 from ..engine.optim import make_accelerator, memory_advice
 from ..engine.refine import refine
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, DataError
 from ..models import ModelSpec, build_model, save_model
 from ..models.bodies import takes_pixels
 from ..models.tuning import apply_tuning, count_parameters
@@ -28,7 +28,7 @@ from .run import Run
 
 def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | dict | str | Path | None = None,
         overwrite: bool = False, progress: bool = True, resume: str | Path | None = None,
-        merge: bool = False, **options: Any) -> Run:
+        merge: bool = False, sample_weight: Any = None, **options: Any) -> Run:
     """Fit a model on ``data`` and return the :class:`Run`.
 
     ``data`` is a spec string (``ucr:GunPoint``, ``file.npz``, ``file.csv``, ``folder:PATH``),
@@ -39,6 +39,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     repeat the stored values); the result is identical to an uninterrupted run on CPU.
     ``merge`` (``--tune lora`` with a run folder) also writes ``RUN/model_merged/``, the
     adapters folded into the base weights (:meth:`Run.merge`); ``RUN/model/`` keeps the adapters.
+    ``sample_weight`` (one non-negative number per training sample) weights the refine stage's
+    loss and the validation scores; weights that are all equal change nothing.
     """
     t_start = time.perf_counter()
     ckpt = None
@@ -64,7 +66,9 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     if ds.x_test is not None:
         x_te = pre.transform_x(ds.x_test)  # checks grid/channels now, not after training
         task.check_eval_targets(ds.x_test, ds.y_test)  # e.g. unseen labels: clear error now
-    fingerprint = data_fingerprint(ds.x_train, ds.y_train, ds.x_test, ds.y_test)
+    weights = sample_weights(sample_weight, ds.y_train, task, tr, va)
+    fingerprint = data_fingerprint(ds.x_train, ds.y_train, ds.x_test, ds.y_test,
+                                   *(() if weights is None else weights))
     if ckpt is not None and ckpt["fingerprint"] != fingerprint:
         raise ConfigError(f"--resume {resume}: these data differ from the data the run was fitted "
                           "on; pass the same data, or start a new run")
@@ -119,7 +123,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     with memory_advice("refine", cfg.batch_size):
         state = refine(model, task, (x_tr, y_tr), (x_va, y_va), ds.y_train[va], cfg, accelerator,
                        log=log, progress=progress, checkpointer=checkpointer,
-                       resume=ckpt if ckpt is not None and ckpt["stage"] == "refine" else None)
+                       resume=ckpt if ckpt is not None and ckpt["stage"] == "refine" else None,
+                       weights=weights)
     model = accelerator.unwrap_model(model)
     t_refine = time.perf_counter() - t0
 
@@ -140,6 +145,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         "peak_rss_mb": peak_rss_mb(), "skipped_batches": state.skipped_batches,
         "resumed_from": None if ckpt is None else {"stage": ckpt["stage"], "epoch": ckpt["epoch"]},
     }
+    if weights is not None:
+        summary["sample_weight"] = "given: the loss and the validation scores are weighted"
     if folder is not None:
         save_model(model, folder.model_dir, {"preprocessor": pre.to_dict(), "config": cfg.to_dict()})
         from ..report import plot_learning_curves
@@ -157,6 +164,38 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     if folder is not None:
         folder.write_summary(summary)  # last: its presence marks the run complete
     return run
+
+
+def sample_weights(sample_weight: Any, y: np.ndarray, task: Any, tr: np.ndarray, va: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Checked (training, validation) weights, each scaled to mean 1; None when no weights or
+    all weights are equal (then they change nothing: the loss is a weighted mean)."""
+    if sample_weight is None:
+        return None
+    try:
+        w = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"sample_weight must be numbers ({e})") from None
+    if w.shape != (len(y),):
+        raise DataError(f"sample_weight has shape {w.shape}; give one weight per training sample, "
+                        f"shape ({len(y)},)")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise DataError("sample_weight must be finite and non-negative")
+    if not w.any():
+        raise DataError("sample_weight: every weight is zero; give some samples a positive weight")
+    labels = task.stratify(y)  # the classes, for tasks that have them
+    if labels is not None:
+        empty = [c for c in np.unique(labels).tolist() if not w[labels == c].any()]
+        if empty:
+            raise DataError(f"sample_weight gives class {empty[0]!r} only zero weights, so it cannot "
+                            "be learnt; drop that class's samples or give them a positive weight")
+    if np.all(w == w[0]):
+        return None
+    for part, name in ((tr, "training"), (va, "validation")):
+        if not w[part].any():
+            raise DataError(f"sample_weight: the {name} split's samples all have weight zero; "
+                            "pass another --seed or --val-fraction, or fewer zero weights")
+    return w[tr] / w[tr].mean(), w[va] / w[va].mean()
 
 
 def resolve_config(config: FitConfig | dict | str | Path | None, data: Any,

@@ -28,6 +28,11 @@ class Run:
         self.path = path
         self._accelerator = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle (joblib, scikit-learn) without the accelerator: it holds weak references and
+        the training-time state; ``_outputs`` builds a fresh one on the first prediction."""
+        return {**self.__dict__, "_accelerator": None}
+
     @property
     def task(self) -> str:
         return self.preprocessor.task

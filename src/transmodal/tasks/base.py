@@ -80,11 +80,17 @@ class Task(ABC):
     # ------------------------------------------------------------------ training and scores
     @abstractmethod
     def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Scalar training loss of raw outputs against encoded targets (computed in fp32)."""
+        """Scalar training loss of raw outputs against encoded targets (computed in fp32).
+
+        Called with a third argument ``weight`` (per-sample weights, shape (B,), mean 1 over
+        the training split) only when the user gave sample weights; a task that takes them
+        returns the batch mean of the weighted per-sample losses (:func:`weighted_mean`)."""
 
     @abstractmethod
     def score(self, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-        """Scores of predictions in label space; the primary metric is one of them."""
+        """Scores of predictions in label space; the primary metric is one of them.
+
+        Called with ``sample_weight`` (validation weights) only when sample weights were given."""
 
     def compare(self, new: dict[str, float], best: dict[str, float] | None) -> int:
         """+1 if ``new`` beats ``best`` on the primary metric, 0 on a tie, -1 if worse.
@@ -111,3 +117,11 @@ class Task(ABC):
         flat = target.reshape(len(target), -1).astype(np.float64)
         k = max(1, min(k, len(flat) // 2))
         return KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(flat).astype(np.int64)
+
+
+def weighted_mean(per_sample: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Batch mean of per-sample losses times their weights: an unreduced loss of shape (B, ...)
+    is first averaged over everything but the batch axis. The weights have mean 1 over the
+    training split, so a weight of 2 counts a sample twice, in expectation over the batches."""
+    per = per_sample.reshape(len(per_sample), -1).mean(1)  # (B,)
+    return (per * weight.to(per.dtype)).mean()

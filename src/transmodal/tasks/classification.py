@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from ..errors import DataError
 from . import register_task
-from .base import Task
+from .base import Task, weighted_mean
 
 
 @register_task
@@ -81,14 +81,19 @@ class Classification(Task):
     def probabilities(self, raw: np.ndarray) -> np.ndarray:
         return torch.softmax(torch.from_numpy(raw), dim=1).numpy()  # (N, K), columns = classes
 
-    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(out.float(), target)
+    def loss(self, out: torch.Tensor, target: torch.Tensor,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
+        if weight is None:
+            return F.cross_entropy(out.float(), target)
+        return weighted_mean(F.cross_entropy(out.float(), target, reduction="none"), weight)
 
-    def score(self, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    def score(self, y_true: np.ndarray, y_pred: np.ndarray,
+              sample_weight: np.ndarray | None = None) -> dict[str, float]:
         from sklearn.metrics import accuracy_score, f1_score
 
-        return {"accuracy": float(accuracy_score(y_true, y_pred)),
-                "macro_f1": float(f1_score(y_true, y_pred, average="macro"))}
+        w = {} if sample_weight is None else {"sample_weight": sample_weight}
+        return {"accuracy": float(accuracy_score(y_true, y_pred, **w)),
+                "macro_f1": float(f1_score(y_true, y_pred, average="macro", **w))}
 
     def alignment_labels(self, target: np.ndarray, k: int, seed: int) -> np.ndarray:
         return target.astype(np.int64)  # the class ids themselves

@@ -10,10 +10,10 @@ from torch.nn import functional as F
 
 from ..errors import DataError
 from . import register_task
-from .base import Task
+from .base import Task, weighted_mean
 
 
-def rel_l2(pred: Any, true: Any) -> float:
+def rel_l2(pred: Any, true: Any, sample_weight: Any = None) -> float:
     """Mean over samples of ||pred - true|| / ||true|| (each sample flattened): the dense score.
 
     The usual PDE-surrogate error. Takes numpy arrays or anything ``np.asarray`` takes; the
@@ -30,7 +30,8 @@ def rel_l2(pred: Any, true: Any) -> float:
     norms = np.linalg.norm(t, axis=1)
     if np.any(norms == 0):
         raise DataError("rel_l2 is undefined for a target that is identically zero")
-    return float(np.mean(np.linalg.norm(p - t, axis=1) / norms))
+    errors = np.linalg.norm(p - t, axis=1) / norms
+    return float(np.mean(errors) if sample_weight is None else np.average(errors, weights=sample_weight))
 
 
 @register_task
@@ -109,8 +110,12 @@ class Dense(Task):
         y = raw * np.asarray(self.y_std).reshape(shape) + np.asarray(self.y_mean).reshape(shape)
         return y.reshape((len(y), *self.y_shape)) if self.y_shape else y
 
-    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(out.float(), target)
+    def loss(self, out: torch.Tensor, target: torch.Tensor,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
+        if weight is None:
+            return F.mse_loss(out.float(), target)
+        return weighted_mean(F.mse_loss(out.float(), target, reduction="none"), weight)
 
-    def score(self, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-        return {"rel_l2": rel_l2(y_pred, y_true)}
+    def score(self, y_true: np.ndarray, y_pred: np.ndarray,
+              sample_weight: np.ndarray | None = None) -> dict[str, float]:
+        return {"rel_l2": rel_l2(y_pred, y_true, sample_weight)}

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from ..errors import DataError
 from . import register_task
-from .base import Task
+from .base import Task, weighted_mean
 
 
 @register_task
@@ -60,13 +60,23 @@ class Regression(Task):
         y = raw * np.asarray(self.y_std) + np.asarray(self.y_mean)
         return y.reshape((len(y), *self.y_shape))
 
-    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(out.float(), target)
+    def loss(self, out: torch.Tensor, target: torch.Tensor,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
+        if weight is None:
+            return F.mse_loss(out.float(), target)
+        return weighted_mean(F.mse_loss(out.float(), target, reduction="none"), weight)
 
-    def score(self, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    def score(self, y_true: np.ndarray, y_pred: np.ndarray,
+              sample_weight: np.ndarray | None = None) -> dict[str, float]:
         """RMSE over all outputs; R² per output, averaged (sklearn's "uniform_average")."""
         t = np.asarray(y_true).reshape(len(y_true), -1).astype(np.float64)
         p = np.asarray(y_pred).reshape(len(y_pred), -1).astype(np.float64)
+        if sample_weight is not None:
+            from sklearn.metrics import r2_score
+
+            w = np.asarray(sample_weight, dtype=np.float64)
+            rmse = float(np.sqrt(np.average(((t - p) ** 2).mean(1), weights=w)))
+            return {"rmse": rmse, "r2": float(r2_score(t, p, sample_weight=w))}
         rmse = float(np.sqrt(np.mean((t - p) ** 2)))
         ss_res = ((t - p) ** 2).sum(0)
         ss_tot = ((t - t.mean(0)) ** 2).sum(0)
