@@ -1,4 +1,4 @@
-"""Command line: ``transmodal fit | evaluate | predict | demo | info | bench``.
+"""Command line: ``transmodal fit | evaluate | predict | report | demo | info | bench``.
 
 Errors a user can cause print one line (``error: ...``) and exit with code 2; ``--debug``
 shows the traceback instead.
@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="predictions file: .npy or .csv")
     pr.add_argument("--label-column", default="label")
     pr.add_argument("--proba", action="store_true", help="class probabilities instead of labels")
+
+    rp = sub.add_parser("report", help="write RUN/report/index.html, the run's HTML report")
+    rp.add_argument("run", help="finished run folder")
+    rp.add_argument("--data", help="data to show predictions on (its test split if it has one); "
+                    "default: the run's own data (needed for runs fitted on in-memory arrays)")
+    rp.add_argument("--label-column", default=None, help="CSV label column (default: the run's)")
 
     d = sub.add_parser("demo", help="fit ucr:GunPoint with the offline defaults")
     d.add_argument("--out", default="runs/demo-gunpoint")
@@ -213,6 +219,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(f"wrote {write_report(args.run, args.data, label_column=args.label_column)}")
+    return 0
+
+
 def load_inputs(spec: str, label_column: str = "label") -> Any:
     """Inputs to predict on: x only; labels, if present, are ignored."""
     import numpy as np
@@ -317,7 +330,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "demo": cmd_demo, "info": cmd_info, "bench": cmd_bench}
+            "report": cmd_report, "demo": cmd_demo, "info": cmd_info, "bench": cmd_bench}
 
 
 if __name__ == "__main__":

@@ -151,18 +151,22 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         save_model(model, folder.model_dir, {"preprocessor": pre.to_dict(), "config": cfg.to_dict()})
         from ..report import plot_learning_curves
 
-        plot_learning_curves(state.history, task.primary[0], folder.report_dir / "learning_curves.png")
+        plot_learning_curves(state.history, task.primary[0], folder.report_dir / "learning_curves.png",
+                             state.best_epoch)
         if aligned is not None:
             from ..report import plot_alignment
 
-            plot_alignment(aligned, folder.report_dir)
+            plot_alignment(aligned, folder.report_dir, getattr(task, "classes", None))
         if merge:
             summary["merged_model"] = str(run.merge().path)
     summary["times"] = {"data": t_data, "build": t_build, "align": t_align, "refine": t_refine,
                         "total": time.perf_counter() - t_start}
     run.summary = summary
     if folder is not None:
-        folder.write_summary(summary)  # last: its presence marks the run complete
+        folder.write_summary(summary)  # its presence marks the run complete
+        from ..report import write_report
+
+        write_report(folder.path, run=run, fitted_on=ds)  # RUN/report/index.html
     return run
 
 
