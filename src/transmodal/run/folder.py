@@ -6,7 +6,7 @@ RUN/
   metrics.jsonl    one JSON line per epoch and stage
   model/           model.safetensors + model.json (no pickle)
   checkpoint/      checkpoint.pt: the last resumable state (see checkpoint.py; no pickle)
-  report/          PNG plots
+  report/          index.html (the run report) and PNG plots
   summary.json     final scores and timings; written LAST, so its presence means complete
 ```
 """

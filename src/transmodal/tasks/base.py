@@ -125,3 +125,12 @@ def weighted_mean(per_sample: torch.Tensor, weight: torch.Tensor) -> torch.Tenso
     training split, so a weight of 2 counts a sample twice, in expectation over the batches."""
     per = per_sample.reshape(len(per_sample), -1).mean(1)  # (B,)
     return (per * weight.to(per.dtype)).mean()
+
+
+def mse(out: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error in fp32 (regression, dense); per-sample weighted when weights are given."""
+    from torch.nn import functional as F
+
+    if weight is None:
+        return F.mse_loss(out.float(), target)
+    return weighted_mean(F.mse_loss(out.float(), target, reduction="none"), weight)

@@ -6,11 +6,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from ..errors import DataError
 from . import register_task
-from .base import Task, weighted_mean
+from .base import Task, mse
 
 
 def rel_l2(pred: Any, true: Any, sample_weight: Any = None) -> float:
@@ -112,9 +111,7 @@ class Dense(Task):
 
     def loss(self, out: torch.Tensor, target: torch.Tensor,
              weight: torch.Tensor | None = None) -> torch.Tensor:
-        if weight is None:
-            return F.mse_loss(out.float(), target)
-        return weighted_mean(F.mse_loss(out.float(), target, reduction="none"), weight)
+        return mse(out, target, weight)
 
     def score(self, y_true: np.ndarray, y_pred: np.ndarray,
               sample_weight: np.ndarray | None = None) -> dict[str, float]:
