@@ -58,7 +58,7 @@ def table(rows: list[dict[str, Any]], data: str, align: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="transmodal bench ablate", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="transmodal bench ablate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="any fit data spec, e.g. ucr:GunPoint")
     p.add_argument("--align", default="otdd", choices=["otdd", "mmd", "l2"])

@@ -120,7 +120,7 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="transmodal bench tune", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="transmodal bench tune", description=__doc__.split("\n")[0])
     p.add_argument("--datasets", default=",".join(DATASETS),
                    help=f"comma-separated (default: {','.join(DATASETS)})")
     p.add_argument("--tunes", default=",".join(TUNES), help=f"comma-separated (default: {','.join(TUNES)})")
