@@ -162,3 +162,19 @@ def test_numpy_scalar_options_are_recorded_as_numbers(tiny_bodies, toy_series, t
                          **{**API, "epochs": np.int64(1), "lr": np.float64(3e-4)})
     config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert config["epochs"] == 1 and config["lr"] == 3e-4 and run.summary["epochs_run"] == 1
+
+
+def test_resume_of_a_run_with_test_arrays(tiny_bodies, toy_series, tmp_path):
+    from unittest import mock
+
+    x, y = toy_series
+    train, test = _split(x, y)
+    opts = dict(body=tiny_bodies["bert"], **API)
+    with mock.patch("shutil.rmtree"):  # keep the checkpoint that a finished run drops
+        done = transmodal.fit(train, test_data=test, out=tmp_path / "run", **opts)
+    (tmp_path / "run" / "summary.json").unlink()  # as if killed after the last checkpoint
+    with pytest.raises(ConfigError, match="fitted with in-memory test arrays; pass the same "
+                                          "test_data again"):
+        transmodal.fit(train, resume=tmp_path / "run", progress=False)
+    again = transmodal.fit(train, resume=tmp_path / "run", test_data=test, progress=False)
+    assert again.summary["metrics"] == done.summary["metrics"]

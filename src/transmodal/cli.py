@@ -62,9 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     # allow_abbrev=False everywhere: `--epoch 5` must not silently mean `--epochs 5`
-    p = _Parser(prog="transmodal", description="Fine-tune pretrained transformers "
-                                "on tasks of other modalities (align then refine).",
-                                allow_abbrev=False)
+    p = _Parser(prog="transmodal", description="Fine-tune pretrained transformers on tasks of "
+                "other modalities (align then refine).", allow_abbrev=False)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--version", action="version", version=f"transmodal {__version__}")
     sub = p.add_subparsers(dest="command", required=True)

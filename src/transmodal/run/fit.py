@@ -22,7 +22,7 @@ from ..models import ModelSpec, build_model, save_model
 from ..models.bodies import takes_pixels
 from ..models.tuning import apply_tuning, count_parameters
 from ..tasks import get_task, infer_task
-from ..tasks.regression import looks_like_class_codes
+from ..tasks.regression import class_code_note
 from .baselines import score_baselines
 from .checkpoint import Checkpointer, data_fingerprint
 from .folder import RunFolder
@@ -62,11 +62,9 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
                       test_arrays if test_arrays is not None else cfg.test_data, cfg.label_column,
                       cfg.id_column)
     task = get_task(infer_task(ds.x_train, ds.y_train) if cfg.task == "auto" else cfg.task)
-    if cfg.task == "auto" and task.name == "regression" and looks_like_class_codes(ds.y_train):
-        codes = np.unique(ds.y_train)
-        _note(notes, progress, f"the labels are floats with {len(codes)} whole values "
-              f"({', '.join(f'{v:g}' for v in codes[:5])}{', ...' if len(codes) > 5 else ''}), so "
-              "--task auto chose regression; if they are class codes, pass --task classification")
+    codes = class_code_note(ds.y_train) if cfg.task == "auto" and task.name == "regression" else None
+    if codes:
+        _note(notes, progress, codes)
     task.check_targets(ds.x_train, ds.y_train)
     tr, va = split_train_val(ds.y_train, task, cfg.val_fraction, cfg.seed)
     pre = Preprocessor.fit(ds.x_train[tr], ds.y_train[tr], task, ds.variable_length,
@@ -152,8 +150,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         baselines = score_baselines(cfg.baselines, ds.x_train, ds.y_train, ds.x_test, ds.y_test,
                                     task.name, cfg.seed)
     elif cfg.baselines != "none":
-        _note(notes, progress, "no test split, so no baselines were scored; pass --test-data to compare "
-                     "the model with them")
+        _note(notes, progress, "no test split, so no baselines were scored; pass --test-data to "
+              "compare the model with them")
     t_baselines = time.perf_counter() - t0
     summary = {
         "task": task.name, "data": cfg.data or ds.name, "body": cfg.body, "align": cfg.align,

@@ -86,11 +86,15 @@ class Regression(Task):
         return {"rmse": rmse, "r2": r2}
 
 
-def looks_like_class_codes(y: np.ndarray, most: int = 20) -> bool:
-    """Float labels that are all whole numbers with few distinct values (1.0, 2.0, 3.0): often
-    class codes saved as floats. ``--task auto`` still reads floats as regression (changing
-    that would change results); ``fit`` says so in a note."""
+def class_code_note(y: np.ndarray, most: int = 20) -> str | None:
+    """A note for float labels that are all whole numbers with few distinct values (1.0, 2.0,
+    3.0): often class codes saved as floats. ``--task auto`` still reads floats as regression
+    (changing that would change results); ``fit`` shows this note instead. None otherwise."""
     if y.dtype.kind != "f" or y.ndim != 1:
-        return False
+        return None
     values = np.unique(y)
-    return 2 <= len(values) <= min(most, len(y) // 2) and bool(np.all(values == np.round(values)))
+    if not (2 <= len(values) <= min(most, len(y) // 2) and np.all(values == np.round(values))):
+        return None
+    shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if len(values) > 5 else "")
+    return (f"the labels are floats with {len(values)} whole values ({shown}), so --task auto "
+            "chose regression; if they are class codes, pass --task classification")
