@@ -31,7 +31,7 @@ def run(data: str, align: str, align_epochs: Sequence[int], seeds: Sequence[int]
         for seed in seeds:
             t0 = time.perf_counter()
             r = fit(data, align=align if epochs > 0 else "none", align_epochs=epochs, seed=seed,
-                    progress=False, **fit_options)
+                    progress=False, baselines="none", **fit_options)  # timed: fit only
             m = r.summary["metrics"]
             rows.append({"align_epochs": epochs, "seed": seed, "task": r.summary["task"],
                          **{f"val_{k}": v for k, v in m["val"].items()},

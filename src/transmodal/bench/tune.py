@@ -76,7 +76,7 @@ def run_cell(dataset: str, tune: str, seed: int, epochs: int, body: str,
     t0 = time.perf_counter()
     try:
         run = transmodal.fit(data, tune=tune, seed=seed, epochs=epochs, batch_size=batch_size,
-                             progress=False, **options)
+                             progress=False, baselines="none", **options)  # timed: fit only
     except transmodal.TransmodalError as e:
         return {"dataset": dataset, "tune": tune, "seed": seed, "error": str(e)}
     s = run.summary
