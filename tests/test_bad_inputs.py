@@ -284,6 +284,49 @@ def _resume_conflicting_options(c):
             ["fit", "--resume", str(run), "--lr", "0.5", "--quiet"])
 
 
+def _one_sample_class_in_csv(c):
+    path = c.tmp / "d.csv"
+    labels = ["a", "b"] * 6 + ["c"]
+    rows = ["f0,f1,f2,label"] + [f"{i},{i + 1},{i * 2},{v}" for i, v in enumerate(labels)]
+    path.write_text("\n".join(rows) + "\n")
+    return c.fit_api(str(path)), c.fit_cli(str(path))
+
+
+def _empty_samples(c):
+    x, y = np.zeros((16, 1, 0), np.float32), series()[1]
+    return c.fit_api((x, y)), c.fit_cli(c.npz(x, y))
+
+
+def _csv_without_features(c):
+    path = c.tmp / "d.csv"
+    path.write_text("label\n" + "a\nb\n" * 6)
+    return c.fit_api(str(path)), c.fit_cli(str(path))
+
+
+def _folder_without_prefix(c):
+    (c.tmp / "images" / "cats").mkdir(parents=True)
+    return c.fit_api(str(c.tmp / "images")), c.fit_cli(str(c.tmp / "images"))
+
+
+def _negative_lr(c):
+    x, y = series()
+    return c.fit_api((x, y), lr=-1e-4), c.fit_cli(c.npz(x, y), "--lr", "-1e-4")
+
+
+def _predict_zero_rows(c):
+    x = np.zeros((0, 1, LENGTH), np.float32)
+    return (lambda: transmodal.load(c.finished).predict(x),
+            ["predict", str(c.finished), "--data", c.npy(x), "--out", str(c.tmp / "p.npy")])
+
+
+def _evaluate_regression_on_strings(c):
+    x, y = series()
+    run = c.tmp / "regression"
+    transmodal.fit((x, x.mean(axis=(1, 2))), out=run, body=c.bodies["bert"], **API)
+    return (lambda: transmodal.load(run).evaluate(x, y),
+            ["evaluate", str(run), "--data", c.npz(x, y)])
+
+
 # name, case, error class, message (regex, from the start of the message)
 CASES = [
     ("nan in x", _nan_in_x, DataError, r"x contains NaN or inf \(first at sample 3\); fill or drop"),
@@ -292,6 +335,11 @@ CASES = [
     ("x and y lengths differ", _length_mismatch, DataError, r"x has 16 samples but y has 13; they must match"),
     ("zero samples", _zero_samples, DataError, r"x has zero samples; give at least"),
     ("class with one sample", _one_sample_class, DataError, r"class 'c' has a single sample; each class needs at least 2"),
+    ("class with one sample in a csv", _one_sample_class_in_csv, DataError, r"class 'c' has a single sample; each class needs at least 2"),
+    ("empty samples", _empty_samples, DataError, r"x has shape \(16, 1, 0\): every sample is empty"),
+    ("csv without feature columns", _csv_without_features, DataError, r".*d\.csv: no feature columns \(only the label or id column\)"),
+    ("folder without folder:", _folder_without_prefix, DataError, r".*images is a folder; for an image folder \(one sub-folder per class\) use --data folder:.*images"),
+    ("negative learning rate", _negative_lr, ConfigError, r"--lr must be positive"),
     ("string in numeric csv column", _string_in_csv, DataError, r".*d\.csv: column 'f1' holds non-numeric values \(e\.g\. 'oops'\)"),
     ("empty cell in csv", _missing_in_csv, DataError, r"x contains NaN or inf \(first at sample 4\)"),
     ("pickle renamed as .npz", _pickle_as_npz, DataError, r".*d\.npz holds pickled \(object\) data, which transmodal never loads"),
@@ -299,6 +347,8 @@ CASES = [
     ("predict: other channel count", _predict_channels, DataError, r"input has 2 channels; the model was trained on 1"),
     ("predict: other grid size", _predict_grid, DataError, r"input grid \(31,\) differs from the training grid \(24,\); resample or crop"),
     ("predict: inf in x", _predict_nan, DataError, r"input contains NaN or inf; fill or drop"),
+    ("predict: zero rows", _predict_zero_rows, DataError, r"the input has no samples \(0 rows\)"),
+    ("evaluate: regression run on string labels", _evaluate_regression_on_strings, DataError, r"this regression model predicts numbers, but the labels are not numeric \(e\.g\. 'a'\)"),
     ("evaluate: unseen labels", _unseen_labels, DataError, r"labels \['zebra'\] were not seen in training"),
     ("unknown ucr name", _unknown_ucr, DataError, r"unknown or unavailable dataset 'ucr:NoSuchSet'"),
     ("unknown body", _unknown_body, ConfigError, r"unknown body 'no-such/model'"),

@@ -172,3 +172,11 @@ def test_bad_options_exit_2(capsys):
     # `transmodal bench --OPTION` is the suite's option (the CLI inserts the default "suite")
     assert cli.main(["bench", "--methods", "bogus"]) == 2
     assert "unknown method 'bogus'" in capsys.readouterr().err
+
+
+def test_readme_is_written_only_when_named(tmp_path):
+    # the full default suite used to rewrite ./README.md of whatever folder it ran in
+    assert suite.readme_path(suite.build_parser().parse_args([])) is None
+    assert suite.readme_path(suite.build_parser().parse_args(["--quick"])) is None
+    named = suite.build_parser().parse_args(["--readme", str(tmp_path / "R.md")])
+    assert suite.readme_path(named) == tmp_path / "R.md"

@@ -75,3 +75,51 @@ def test_info_lists_offline_body_and_datasets(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "minilm" in out and "GunPoint" in out
+
+
+def test_bare_bench_prints_its_help_and_starts_nothing(monkeypatch, capsys):
+    import importlib
+
+    def no_benchmark(name, package=None):  # the suite (90 min) must not start
+        raise AssertionError(f"bench imported {name}")
+
+    monkeypatch.setattr(importlib, "import_module", no_benchmark)
+    assert main(["bench"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: transmodal bench")
+    for name in ("suite", "align", "tune", "ablate", "precision"):
+        assert f"\n  {name} " in out, name
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_bench_help_flags(flag, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", flag])
+    assert exit_.value.code == 0
+    assert "usage: transmodal bench" in capsys.readouterr().out
+
+
+def test_version(capsys):
+    import transmodal
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"transmodal {transmodal.__version__}\n"
+
+
+def test_abbreviated_options_are_refused(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:  # --epoch used to mean --epochs
+        main(["fit", "--data", "ucr:GunPoint", "--epoch", "3", "--out", str(tmp_path / "r")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["error: unrecognized arguments: --epoch 3 (`transmodal COMMAND "
+                                "--help` lists the options)"]
+    assert not (tmp_path / "r").exists()
+
+
+def test_negative_numbers_reach_the_option_check(capsys, tmp_path):
+    for value in ("-1e-4", "-0.001", "-3"):
+        assert main(["fit", "--data", "ucr:GunPoint", "--lr", value, "--out", str(tmp_path / "r")]) == 2
+        assert capsys.readouterr().err == "error: --lr must be positive\n"
+    assert main(["fit", "--data", "ucr:GunPoint", "--epochs", "-2", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == "error: --epochs must be at least 1\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -50,13 +51,24 @@ def _scalar(hint: Any) -> type:
     return args[0] if args else hint
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit code 2), like every other error of the CLI."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (`transmodal COMMAND --help` lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="transmodal", description="Fine-tune pretrained transformers "
-                                "on tasks of other modalities (align then refine).")
+    from . import __version__
+
+    # allow_abbrev=False everywhere: `--epoch 5` must not silently mean `--epochs 5`
+    p = _Parser(prog="transmodal", description="Fine-tune pretrained transformers on tasks of "
+                "other modalities (align then refine).", allow_abbrev=False)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--version", action="version", version=f"transmodal {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    f = sub.add_parser("fit", help="fit a model and write a run folder")
+    f = sub.add_parser("fit", help="fit a model and write a run folder", allow_abbrev=False)
     f.add_argument("--data", help=_describe("data"))
     f.add_argument("--config", help="YAML file with any fit option; the command line overrides it")
     f.add_argument("--out", help="run folder (default runs/<data>-<time>)")
@@ -68,43 +80,75 @@ def build_parser() -> argparse.ArgumentParser:
                    "the adapters folded into the base weights (a plain model for inference)")
     _add_fit_options(f)
 
-    e = sub.add_parser("evaluate", help="score a finished run on labelled data")
+    e = sub.add_parser("evaluate", help="score a finished run on labelled data", allow_abbrev=False)
     e.add_argument("run", help="run folder")
     e.add_argument("--data", required=True, help="labelled data; its test split if it has one")
-    e.add_argument("--label-column", default="label")
+    _add_table_options(e)
 
-    pr = sub.add_parser("predict", help="predict with a finished run")
+    pr = sub.add_parser("predict", help="predict with a finished run", allow_abbrev=False)
     pr.add_argument("run", help="run folder")
     pr.add_argument("--data", required=True,
                     help="x.npy | x.npz (x_test, x or x_train) | x.csv | ucr:NAME (test split)")
     pr.add_argument("--out", required=True, help="predictions file: .npy or .csv")
-    pr.add_argument("--label-column", default="label")
+    _add_table_options(pr)
     pr.add_argument("--proba", action="store_true", help="class probabilities instead of labels")
 
-    rp = sub.add_parser("report", help="write RUN/report/index.html, the run's HTML report")
+    rp = sub.add_parser("report", help="write RUN/report/index.html, the run's HTML report",
+                        allow_abbrev=False)
     rp.add_argument("run", help="finished run folder")
     rp.add_argument("--data", help="data to show predictions on (its test split if it has one); "
                     "default: the run's own data (needed for runs fitted on in-memory arrays)")
     rp.add_argument("--label-column", default=None, help="CSV label column (default: the run's)")
 
-    d = sub.add_parser("demo", help="fit ucr:GunPoint with the offline defaults")
+    d = sub.add_parser("demo", help="fit ucr:GunPoint with the offline defaults", allow_abbrev=False)
     d.add_argument("--out", default="runs/demo-gunpoint")
     d.add_argument("--epochs", type=int, default=None)
 
-    sub.add_parser("info", help="bodies usable offline and bundled datasets")
+    sub.add_parser("info", help="bodies usable offline and bundled datasets", allow_abbrev=False)
 
     b = sub.add_parser("bench", help="benchmarks (print tables); `transmodal bench WHAT --help`",
-                       add_help=False)
-    b.add_argument("what", nargs="?", default="suite", choices=sorted(BENCHMARKS),
-                   help="suite (default): every method vs baselines; align: OTDD speed; "
-                        "tune: transfer strategies; ablate: align epochs")
+                       description="Benchmarks; each prints its tables. `transmodal bench WHAT "
+                       "--help` lists the options of one; `transmodal bench --OPTION ...` is "
+                       "`transmodal bench suite --OPTION ...`.", allow_abbrev=False,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="benchmarks:\n" + "\n".join(f"  {name:<10} {text}" for name, text
+                                                          in BENCHMARK_HELP.items()))
+    b.add_argument("what", nargs="?", choices=sorted(BENCHMARKS), help="the benchmark to run")
     b.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark")
+    b.set_defaults(bench_parser=b)
     return p
+
+
+def _add_table_options(parser: argparse.ArgumentParser) -> None:
+    """``--label-column`` and ``--id-column`` of evaluate and predict: default, the run's own."""
+    parser.add_argument("--label-column", help="CSV label column (default: the run's, from fit)")
+    parser.add_argument("--id-column", help="CSV column of sample ids: not a feature; predict "
+                        "writes it beside the predictions (default: the run's --id-column)")
+
+
+# `--lr -1e-4`: argparse reads "-1e-4" as an option (it knows only plain negative numbers)
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--opt -1e-4`` -> ``--opt=-1e-4``, so that the option's own check refuses the value
+    with its message instead of argparse printing the whole usage."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if (argv[i].startswith("--") and "=" not in argv[i] and i + 1 < len(argv)
+                and _NEGATIVE_NUMBER.match(argv[i + 1])):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
     if (first is not None and argv[first] == "bench" and first + 1 < len(argv)
             and argv[first + 1].startswith("-") and argv[first + 1] not in ("-h", "--help")):
@@ -167,16 +211,22 @@ def _default_out(data: str) -> str:
 
 
 def _print_summary(summary: dict[str, Any], out: str) -> None:
+    from .run.baselines import baseline_lines
+
     m = summary["metrics"]
     print(f"task: {summary['task']}   best epoch: {summary['best_epoch']}/{summary['epochs_run']}")
     print("validation: " + _fmt(m.get("val", {})))
     if "test" in m:
         print("test:       " + _fmt(m["test"]))
+    for line in baseline_lines(summary):
+        print(line)
     print(f"trainable parameters: {summary['trainable_params']:,} of {summary['total_params']:,}")
     print(f"time: {summary['times']['total']:.1f} s   peak memory: {summary['peak_rss_mb']:.0f} MB")
     print(f"run folder: {out}")
     if summary.get("merged_model"):
         print(f"merged model: {summary['merged_model']}")
+    for note in summary.get("notes", []):
+        print(f"note: {note}")
 
 
 def _fmt(scores: dict[str, float]) -> str:
@@ -188,9 +238,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .run import load
 
     run = load(args.run)
-    ds = load_dataset(args.data, label_column=args.label_column)
-    x, y = (ds.x_test, ds.y_test) if ds.x_test is not None else (ds.x_train, ds.y_train)
-    print(json.dumps(run.evaluate(x, y), indent=2))  # checks the labels first
+    if _is_csv(args.data):  # one table, no test split; columns matched by name
+        x, y, _ = _read_csv_input(args, run, labels=True)
+        all_rows = True
+    else:
+        _no_id_column(args)
+        ds = load_dataset(args.data, label_column=args.label_column or run.config.label_column)
+        all_rows = ds.x_test is None
+        x, y = (ds.x_train, ds.y_train) if all_rows else (ds.x_test, ds.y_test)
+    scores = run.evaluate(x, y)  # checks the labels first
+    print(json.dumps(scores, indent=2))
+    if all_rows:
+        print(f"note: {args.data} has no test split, so all {len(y)} rows were scored (training "
+              "rows too, if the run was fitted on these data)", file=sys.stderr)
     return 0
 
 
@@ -200,19 +260,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .run import load
 
     run = load(args.run)
-    x = load_inputs(args.data, args.label_column)
+    x, ids = load_inputs(args, run)
     pred = run.predict_proba(x) if args.proba else run.predict(x)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
         np.save(out, pred, allow_pickle=False) if pred.dtype.kind != "O" else np.save(out, pred.astype(str))
+        if ids is not None:
+            print(f"note: the ids are not written to a .npy file; use --out NAME.csv to keep "
+                  "them", file=sys.stderr)
     elif out.suffix == ".csv":
         import pandas as pd
 
         flat = pred.reshape(len(pred), -1)
         cols = ([f"p_{c}" for c in run.classes] if args.proba else
                 ["prediction"] if flat.shape[1] == 1 else [f"y{i}" for i in range(flat.shape[1])])
-        pd.DataFrame(flat, columns=cols).to_csv(out, index=False)
+        frame = pd.DataFrame(flat, columns=cols)
+        if ids is not None:  # the id column first, as in the input
+            frame.insert(0, args.id_column or run.config.id_column, ids, allow_duplicates=True)
+        frame.to_csv(out, index=False)
     else:
         raise DataError(f"--out {out}: use a .npy or .csv file name")
     print(f"wrote {len(pred)} predictions to {out}")
@@ -226,16 +292,43 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_inputs(spec: str, label_column: str = "label") -> Any:
-    """Inputs to predict on: x only; labels, if present, are ignored."""
+def _is_csv(spec: str) -> bool:
+    return Path(spec).suffix == ".csv" and Path(spec).exists()
+
+
+def _no_id_column(args: argparse.Namespace) -> None:
+    if args.id_column:
+        raise DataError(f"--id-column {args.id_column} applies to CSV data only; drop it")
+
+
+def _read_csv_input(args: argparse.Namespace, run: Any, labels: bool) -> tuple[Any, Any, Any]:
+    """(inputs, labels, ids) of a CSV for evaluate/predict, its feature columns put in the
+    model's order by name. The label and id columns default to the run's own; the run's id
+    column may be absent, one given must be there."""
+    from .data.columns import frame_inputs, read_table
+
+    frame, y, ids = read_table(Path(args.data), args.label_column or run.config.label_column,
+                               args.id_column or run.config.id_column, label_required=labels,
+                               id_required=args.id_column is not None)
+    return frame_inputs(frame, run.preprocessor.feature_names, args.data), y, ids
+
+
+def load_inputs(args: argparse.Namespace, run: Any) -> tuple[Any, Any]:
+    """Inputs to predict on, and the sample ids of a CSV with an id column (else None);
+    labels, if present, are ignored. A CSV's columns are matched to the model's by name."""
     import numpy as np
 
+    spec = args.data
     path = Path(spec)
+    if _is_csv(spec):
+        x, _, ids = _read_csv_input(args, run, labels=False)
+        return x, ids
+    _no_id_column(args)
     if path.suffix == ".npy":
         if not path.exists():
             raise DataError(f"{path} does not exist")
         try:
-            return np.load(path, allow_pickle=False)
+            return np.load(path, allow_pickle=False), None
         except ValueError as e:
             if "pickle" in str(e):
                 raise DataError(f"{path} holds pickled (object) data, which transmodal never "
@@ -244,27 +337,18 @@ def load_inputs(spec: str, label_column: str = "label") -> Any:
         except (OSError, EOFError) as e:
             raise DataError(f"{path} is not a readable .npy file ({type(e).__name__}); it may be "
                             "truncated: save it again with numpy.save") from None
-    if path.suffix == ".csv" and path.exists():
-        import pandas as pd
-
-        frame = pd.read_csv(path)
-        frame = frame.drop(columns=[label_column], errors="ignore")
-        try:
-            return frame.to_numpy(dtype=np.float32)[:, None, :]
-        except ValueError as e:
-            raise DataError(f"{path}: non-numeric values in the feature columns ({e})") from None
     if path.suffix == ".npz" and path.exists():
         from .data import read_npz
 
         arrays = read_npz(path)
         for key in ("x_test", "x", "x_train"):
             if key in arrays:
-                return arrays[key]
+                return arrays[key], None
         raise DataError(f"{path} holds no x_test, x or x_train array")
     from .data import load_dataset
 
-    ds = load_dataset(spec, label_column=label_column)
-    return ds.x_test if ds.x_test is not None else ds.x_train
+    ds = load_dataset(spec, label_column=args.label_column or run.config.label_column)
+    return (ds.x_test if ds.x_test is not None else ds.x_train), None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -317,11 +401,22 @@ def cmd_info(args: argparse.Namespace) -> int:
 # benchmark name -> module in transmodal.bench with a main(argv) -> int | None
 BENCHMARKS = {"suite": "suite", "align": "align_speed", "tune": "tune", "ablate": "ablate",
               "precision": "precision"}
+BENCHMARK_HELP = {
+    "suite": "every method vs MiniRocket, linear and 1-NN baselines (full: ~40-90 min; "
+             "--quick: minutes; --readme PATH writes the table into a README)",
+    "align": "speed of the OTDD align loss against POT",
+    "tune": "the --tune transfer strategies side by side",
+    "ablate": "align epochs x seeds on one data set (--data SPEC)",
+    "precision": "fp32 vs bf16 train steps on this machine",
+}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
 
+    if args.what is None:  # bare `transmodal bench`: say what there is, start nothing
+        args.bench_parser.print_help()
+        return 0
     try:
         module = importlib.import_module(f".bench.{BENCHMARKS[args.what]}", __package__)
     except ModuleNotFoundError as e:

@@ -19,6 +19,7 @@ TUNE_CHOICES = ("full", "scratch", "frozen", "layernorm", "hybrid:K", "lora")
 PRECISION_CHOICES = ("auto", "fp32", "bf16")
 ON_NAN_CHOICES = ("stop", "skip")
 SCHEDULE_CHOICES = ("cosine", "constant")
+BASELINE_CHOICES = ("none", "fast", "all")
 
 
 def parse_tune(tune: str) -> tuple[str, int | None]:
@@ -53,6 +54,8 @@ class FitConfig:
                               "rules)", group="data")
     test_data: str | None = option(None, "separate test set (same formats as --data)", group="data")
     label_column: str = option("label", "CSV label column", group="data")
+    id_column: str | None = option(None, "CSV column of sample ids: not a feature; predict "
+                                   "writes it beside the predictions", group="data")
     task: str = option("auto", "what to predict; auto: inferred from the labels",
                        choices="auto|" + "|".join(task_names()), group="data")
     body: str = option("minilm", "pretrained body: minilm (offline default), efficientnet-lite0 "
@@ -94,6 +97,10 @@ class FitConfig:
                                    group="run")
     on_nan: str = option("stop", "on a non-finite loss or gradient: stop, or skip that batch",
                          choices="|".join(ON_NAN_CHOICES))
+    # fast: under a second on data of the bench's size; MiniRocket takes seconds (and aeon)
+    baselines: str = option("fast", "cheap baselines scored on the test split beside the model "
+                            "(summary.json): fast = linear + 1-NN, all = also MiniRocket "
+                            "(series), none", choices="|".join(BASELINE_CHOICES), group="run")
     extra: dict[str, Any] = field(default_factory=dict)  # reserved; must stay empty
 
     def __post_init__(self) -> None:
@@ -104,6 +111,10 @@ class FitConfig:
         _choice("precision", self.precision, PRECISION_CHOICES)
         _choice("on_nan", self.on_nan, ON_NAN_CHOICES)
         _choice("schedule", self.schedule, SCHEDULE_CHOICES)
+        _choice("baselines", self.baselines, BASELINE_CHOICES)
+        if self.id_column is not None and self.id_column == self.label_column:
+            raise ConfigError(f"--id-column and --label-column are both {self.id_column!r}; "
+                              "a column is either the ids or the labels")
         parse_tune(self.tune)
         self._check_image_options()
         if self.align != "none" and self.tune == "scratch":

@@ -31,7 +31,7 @@ def run(data: str, align: str, align_epochs: Sequence[int], seeds: Sequence[int]
         for seed in seeds:
             t0 = time.perf_counter()
             r = fit(data, align=align if epochs > 0 else "none", align_epochs=epochs, seed=seed,
-                    progress=False, **fit_options)
+                    progress=False, baselines="none", **fit_options)  # timed: fit only
             m = r.summary["metrics"]
             rows.append({"align_epochs": epochs, "seed": seed, "task": r.summary["task"],
                          **{f"val_{k}": v for k, v in m["val"].items()},
@@ -58,7 +58,7 @@ def table(rows: list[dict[str, Any]], data: str, align: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="transmodal bench ablate", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="transmodal bench ablate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="any fit data spec, e.g. ucr:GunPoint")
     p.add_argument("--align", default="otdd", choices=["otdd", "mmd", "l2"])

@@ -372,7 +372,7 @@ def run(sizes: Sequence[int] = (1000, 5000, 20000), dim: int = 384,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="transmodal bench align",
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="transmodal bench align",
                                      description="Speed of the OTDD align loss against POT.")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000],
                         help="N = M values (default 1000 5000 20000)")

@@ -46,7 +46,7 @@ def time_steps(body: str, tokens: int, batch_size: int, repeats: int, device: st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="transmodal bench precision", description=__doc__)
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="transmodal bench precision", description=__doc__)
     p.add_argument("--body", default="minilm")
     p.add_argument("--tokens", type=int, nargs="+", default=[64, 128])
     p.add_argument("--batch-size", type=int, default=16)

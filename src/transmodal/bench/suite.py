@@ -16,9 +16,9 @@ This module is the command line, and re-exports the names above that callers and
 Outputs (``--out-dir``, default ``bench_results``): ``suite.csv`` (one row per data set x
 method, aggregated), ``suite_runs.csv`` (one row per fit), ``suite.md`` (the tables),
 ``suite.json`` (settings, matmul rate, timings), ``<dataset>.png`` (test score per method with
-std error bars; baselines and published figures as references). The tables also go into
-README.md between ``<!-- bench:start -->`` and ``<!-- bench:end -->`` for the full default
-suite (or with ``--readme PATH``); the rest of the README is never touched.
+std error bars; baselines and published figures as references). With ``--readme PATH`` the
+tables also go into that README between ``<!-- bench:start -->`` and ``<!-- bench:end -->``;
+the rest of it is never touched, and no README is written without ``--readme``.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ __all__ = [
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="transmodal bench suite",
+        allow_abbrev=False, prog="transmodal bench suite",
         description="Every transmodal method side by side with MiniRocket, linear and 1-NN "
                     "baselines, published figures and cost (time, memory, samples/s, MFU).")
     p.add_argument("--quick", action="store_true",
@@ -89,10 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "a busy core)")
     p.add_argument("--out-dir", default="bench_results", help="CSV, markdown, JSON and PNG folder")
     p.add_argument("--readme", help="README to write the table into, between the bench markers "
-                                    "(default: ./README.md for the full default suite only)")
-    p.add_argument("--no-readme", action="store_true", help="never write a README")
+                                    "(default: none; this repository's is written with "
+                                    "--readme README.md)")
+    p.add_argument("--no-readme", action="store_true", help="write no README (the default now; "
+                                                            "kept for old scripts)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and estimate, run nothing")
     return p
+
+
+def readme_path(args: argparse.Namespace) -> Path | None:
+    """The README to write the tables into: only one named with ``--readme`` (a suite run in the
+    user's folder must never rewrite the README there)."""
+    return Path(args.readme) if args.readme and not args.no_readme else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,10 +147,7 @@ def _main(args: argparse.Namespace) -> int:
                               f"{', '.join(SUITE_SETS)} or use --data SPEC")
     else:
         names = list(QUICK_SETS if args.quick else SUITE_SETS)
-    full_default = not (args.quick or args.data or args.datasets or args.methods or args.seeds
-                        or args.steps or args.epochs or args.batch_size or args.max_tokens)
-    readme = None if args.no_readme else (Path(args.readme) if args.readme else
-                                          (Path("README.md") if full_default else None))
+    readme = readme_path(args)
 
     # --- device and matmul rate (the MFU denominator), measured in this run
     if args.device == "auto":

@@ -68,7 +68,8 @@ def run_deep(data: SuiteData, key: str, seed: int, plan: FitPlan, opts: argparse
                            "align": align, "tune": tune, "seed": seed, "metric": metric}
     options: dict[str, Any] = dict(body=opts.body, align=align, tune=tune, epochs=plan.epochs,
                                    batch_size=plan.batch_size, max_tokens=plan.max_tokens,
-                                   seed=seed, patience=0, device=opts.device)
+                                   seed=seed, patience=0, device=opts.device,
+                                   baselines="none")  # the suite scores its baselines once
     if align != "none" and opts.align_epochs is not None:
         options["align_epochs"] = opts.align_epochs
     mem_device = "cuda" if opts.device.startswith("cuda") else None

@@ -76,7 +76,7 @@ def run_cell(dataset: str, tune: str, seed: int, epochs: int, body: str,
     t0 = time.perf_counter()
     try:
         run = transmodal.fit(data, tune=tune, seed=seed, epochs=epochs, batch_size=batch_size,
-                             progress=False, **options)
+                             progress=False, baselines="none", **options)  # timed: fit only
     except transmodal.TransmodalError as e:
         return {"dataset": dataset, "tune": tune, "seed": seed, "error": str(e)}
     s = run.summary
@@ -120,7 +120,7 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="transmodal bench tune", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="transmodal bench tune", description=__doc__.split("\n")[0])
     p.add_argument("--datasets", default=",".join(DATASETS),
                    help=f"comma-separated (default: {','.join(DATASETS)})")
     p.add_argument("--tunes", default=",".join(TUNES), help=f"comma-separated (default: {','.join(TUNES)})")

@@ -42,6 +42,9 @@ def as_inputs(x: Any, target_length: int | None) -> tuple[np.ndarray, list[int] 
         raise DataError(
             f"x has shape {arr.shape}; expected (N, L), (N, C, L) or (N, C, H, W)"
         )
+    if 0 in arr.shape[2:]:  # torch's convolution would fail later with "padded input size (0)"
+        raise DataError(f"x has shape {arr.shape}: every sample is empty (no values along one "
+                        "axis); give each sample at least one value per channel")
     if target_length is not None and arr.ndim == 3 and arr.shape[-1] != target_length:
         arr = np.stack([resample_to(s, target_length) for s in arr]).astype(np.float32)
     return arr, None

@@ -39,17 +39,18 @@ class Preprocessor:
     variable_length: bool = False  # resample 1D inputs of another length to input_shape[-1]
     image_norm: str = "channel"  # "channel": per-channel training statistics; "unit": CNN bodies
     pixel_range: list[float] | None = None  # "unit": [black, white] (see above)
+    feature_names: list[str] | None = None  # tables: feature columns, matched by name (columns.py)
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray, task: Any, variable_length: bool = False,
-            image_norm: str = "channel") -> "Preprocessor":
+            image_norm: str = "channel", feature_names: list[str] | None = None) -> "Preprocessor":
         """Input statistics of ``x``; ``task`` (an unfitted Task) learns its target encoding."""
         axes = (0,) + tuple(range(2, x.ndim))
         mean = x.mean(axis=axes, dtype=np.float64)
         std = x.std(axis=axes, dtype=np.float64)
         std = np.where(std > 1e-8, std, 1.0)
         p = cls(task, list(x.shape[1:]), mean.tolist(), std.tolist(), variable_length,
-                image_norm=image_norm, pixel_range=[])
+                image_norm=image_norm, pixel_range=[], feature_names=feature_names)
         if image_norm == "unit":
             low, high = min(0.0, float(x.min())), float(x.max())
             if not high > low:
@@ -108,7 +109,7 @@ class Preprocessor:
         return {"task": self.task, "input_shape": self.input_shape, "x_mean": self.x_mean,
                 "x_std": self.x_std, "variable_length": self.variable_length,
                 **_TARGET_DEFAULTS, **self.target.state(), "image_norm": self.image_norm,
-                "pixel_range": self.pixel_range}
+                "pixel_range": self.pixel_range, "feature_names": self.feature_names}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Preprocessor":
@@ -116,4 +117,4 @@ class Preprocessor:
 
         return cls(task_from_state(d), list(d["input_shape"]), d["x_mean"], d["x_std"],
                    d.get("variable_length", False), d.get("image_norm", "channel"),
-                   d.get("pixel_range", []))
+                   d.get("pixel_range", []), d.get("feature_names"))  # older records: None

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import DataError
 from .arrays import as_inputs, check_xy
+from .columns import check_numeric, column_names, feature_order, is_frame, read_table
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Dataset:
     y_test: np.ndarray | None = None
     name: str = "arrays"
     variable_length: bool = False  # True if training series were resampled to one length
+    feature_names: list[str] | None = None  # tables (CSV, DataFrame): the feature columns
 
 
 # ----------------------------------------------------------------------------- loading
@@ -43,12 +45,16 @@ def load_dataset(
     data: Any,
     test_data: Any = None,
     label_column: str = "label",
+    id_column: str | None = None,
 ) -> Dataset:
-    """Load a spec string or arrays into a validated :class:`Dataset`."""
+    """Load a spec string or arrays into a validated :class:`Dataset`. ``id_column`` (CSV
+    only) names a column of sample ids that is not a feature."""
+    if id_column is not None and not str(data).endswith(".csv"):
+        raise DataError(f"--id-column {id_column} applies to CSV data only; drop it")
     if isinstance(data, Dataset):
         ds = data
     elif isinstance(data, (str, Path)):
-        ds = _load_spec(str(data), label_column)
+        ds = _load_spec(str(data), label_column, id_column)
     elif isinstance(data, (tuple, list)) and len(data) == 2:
         ds = _pair_dataset(data[0], data[1], "arrays")
     elif isinstance(data, dict):
@@ -59,8 +65,12 @@ def load_dataset(
             f"or a dict with x_train/y_train; got {type(data).__name__}"
         )
     if test_data is not None:
-        test = load_dataset(test_data, label_column=label_column)
+        test_ids = id_column if str(test_data).endswith(".csv") else None
+        test = load_dataset(test_data, label_column=label_column, id_column=test_ids)
         ds.x_test, ds.y_test = test.x_train, test.y_train
+        if ds.feature_names is not None and test.feature_names is not None:  # match by name
+            ds.x_test = ds.x_test[..., feature_order(test.feature_names, ds.feature_names,
+                                                     "test data")]
     return ds
 
 
@@ -75,10 +85,11 @@ def as_inputs_pair(x: Any, y: Any, target_length: int | None = None
 
 def _pair_dataset(x: Any, y: Any, name: str) -> Dataset:
     x_arr, y_arr, variable = as_inputs_pair(x, y)
-    return Dataset(x_arr, y_arr, name=name, variable_length=variable)
+    return Dataset(x_arr, y_arr, name=name, variable_length=variable,
+                   feature_names=column_names(x) if is_frame(x) else None)
 
 
-def _load_spec(spec: str, label_column: str) -> Dataset:
+def _load_spec(spec: str, label_column: str, id_column: str | None = None) -> Dataset:
     if spec.startswith("ucr:"):
         return _load_ucr(spec[4:])
     if spec.startswith("folder:"):
@@ -95,7 +106,10 @@ def _load_spec(spec: str, label_column: str) -> Dataset:
     if path.suffix == ".npz":
         return _from_mapping(read_npz(path), path.name)  # validation errors are not read errors
     if path.suffix == ".csv":
-        return _load_csv(path, label_column)
+        return _load_csv(path, label_column, id_column)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; for an image folder (one sub-folder per class) "
+                        f"use --data folder:{spec}")
     raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .npz or .csv")
 
 
@@ -135,38 +149,12 @@ def _from_mapping(m: dict, name: str) -> Dataset:
     )
 
 
-def _load_csv(path: Path, label_column: str) -> Dataset:
-    import pandas as pd
-
-    try:
-        frame = pd.read_csv(path)
-    except Exception as e:  # pandas raises many types for a broken file
-        raise DataError(f"{path}: not a readable CSV file ({e})") from None
-    if label_column not in frame.columns:
-        raise DataError(
-            f"{path}: no label column {label_column!r}; columns are "
-            f"{', '.join(map(str, frame.columns[:10]))}. Pass --label-column NAME"
-        )
-    y = frame.pop(label_column).to_numpy()
-    bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
-    if bad:
-        col = bad[0]
-        value = next(v for v in frame[col] if not _is_number(v))
-        raise DataError(
-            f"{path}: column {col!r} holds non-numeric values (e.g. {value!r}); "
-            "every feature column must be numeric"
-        )
+def _load_csv(path: Path, label_column: str, id_column: str | None = None) -> Dataset:
+    frame, y, _ = read_table(path, label_column, id_column)
+    check_numeric(frame, str(path))
     x = frame.to_numpy(dtype=np.float32)[:, None, :]  # (N, 1, n_features)
     check_xy(x, y)
-    return Dataset(x, y, name=path.stem)
-
-
-def _is_number(v: Any) -> bool:
-    try:
-        float(v)
-        return True
-    except (TypeError, ValueError):
-        return False
+    return Dataset(x, y, name=path.stem, feature_names=column_names(frame))
 
 
 UCR_REGRESSION = ("Covid3Month", "CardanoSentiment")

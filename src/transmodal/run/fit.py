@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import resource
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from ..models import ModelSpec, build_model, save_model
 from ..models.bodies import takes_pixels
 from ..models.tuning import apply_tuning, count_parameters
 from ..tasks import get_task, infer_task
+from ..tasks.regression import class_code_note
+from .baselines import score_baselines
 from .checkpoint import Checkpointer, data_fingerprint
 from .folder import RunFolder
 from .run import Run
@@ -44,6 +47,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     """
     t_start = time.perf_counter()
     ckpt = None
+    options, test_arrays = _test_arrays_out_of(options)
     if resume is not None:
         cfg, ckpt = resume_config(resume, data, out, config, overwrite, options)
         out = resume
@@ -55,12 +59,19 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     seed_everything(cfg.seed)
 
     # --- data: everything is checked before a run folder exists
-    ds = load_dataset(data if data is not None else cfg.data, cfg.test_data, cfg.label_column)
+    notes: list[str] = []  # what the user should know: printed (progress) and in summary.json
+    ds = load_dataset(data if data is not None else cfg.data,
+                      test_arrays if test_arrays is not None else cfg.test_data, cfg.label_column,
+                      cfg.id_column)
     task = get_task(infer_task(ds.x_train, ds.y_train) if cfg.task == "auto" else cfg.task)
+    codes = class_code_note(ds.y_train) if cfg.task == "auto" and task.name == "regression" else None
+    if codes:
+        _note(notes, progress, codes)
     task.check_targets(ds.x_train, ds.y_train)
     tr, va = split_train_val(ds.y_train, task, cfg.val_fraction, cfg.seed)
     pre = Preprocessor.fit(ds.x_train[tr], ds.y_train[tr], task, ds.variable_length,
-                           image_norm="unit" if takes_pixels(cfg.body) else "channel")
+                           image_norm="unit" if takes_pixels(cfg.body) else "channel",
+                           feature_names=ds.feature_names)
     x_tr, y_tr = pre.transform_x(ds.x_train[tr]), pre.transform_y(ds.y_train[tr])
     x_va, y_va = pre.transform_x(ds.x_train[va]), pre.transform_y(ds.y_train[va])
     if ds.x_test is not None:
@@ -82,6 +93,10 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
                      attention_dropout=cfg.attention_dropout, image_size=cfg.image_size,
                      augment=cfg.augment)
     model = build_model(spec)
+    max_tokens = None if model.body.takes_pixels else min(cfg.max_tokens, model.body.max_tokens)
+    if max_tokens is not None and max_tokens < cfg.max_tokens:  # the value used goes to summary.json
+        _note(notes, progress, f"--max-tokens {cfg.max_tokens} is above the body's limit of "
+              f"{max_tokens} tokens; using {max_tokens}")
     if cfg.align != "none" and model.body.source_modality is None:
         raise ConfigError(f"a {model.body.family} body has no source reference to align to "
                           "(no text or image input layer); use --align none")
@@ -96,9 +111,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     if folder is not None and ckpt is not None:
         folder.write_metrics(ckpt["metrics"])  # epochs logged after the checkpoint are redone
     elif folder is not None:
-        folder.create(overwrite=overwrite)
-        folder.write_config({**cfg.to_dict(), "data": cfg.data or ds.name, "task": task.name,
-                             "precision": precision})
+        folder.start({**cfg.to_dict(), "data": cfg.data or ds.name, "task": task.name,
+                      "precision": precision}, overwrite=overwrite)
     log = folder.log if folder is not None else (lambda rec: None)
     checkpointer = Checkpointer(folder.path, cfg.checkpoint_every, fingerprint) if folder else None
 
@@ -135,15 +149,25 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     if ds.x_test is not None:
         raw = predict_outputs(model, x_te, cfg.batch_size * 2, accelerator)
         metrics["test"] = task.score(ds.y_test, task.decode(raw))
+    t0 = time.perf_counter()
+    baselines = {}
+    if ds.x_test is not None and cfg.baselines != "none":  # after the model: they never touch it
+        baselines = score_baselines(cfg.baselines, ds.x_train, ds.y_train, ds.x_test, ds.y_test,
+                                    task.name, cfg.seed)
+    elif cfg.baselines != "none":
+        _note(notes, progress, "no test split, so no baselines were scored; pass --test-data to "
+              "compare the model with them")
+    t_baselines = time.perf_counter() - t0
     summary = {
         "task": task.name, "data": cfg.data or ds.name, "body": cfg.body, "align": cfg.align,
-        "tune": cfg.tune, "metrics": metrics, "best_epoch": state.best_epoch,
+        "tune": cfg.tune, "metrics": metrics, "baselines": baselines, "best_epoch": state.best_epoch,
         "epochs_run": state.epoch, "trainable_params": trainable, "total_params": total,
         "n_train": len(tr), "n_val": len(va), "n_test": 0 if ds.x_test is None else len(ds.x_test),
-        "device": str(accelerator.device), "precision": precision,
+        "device": str(accelerator.device), "precision": precision, "max_tokens": max_tokens,
         **model.embedder.layout(),  # how inputs reach the body: tokens and patch, or image size
         "peak_rss_mb": peak_rss_mb(), "skipped_batches": state.skipped_batches,
         "resumed_from": None if ckpt is None else {"stage": ckpt["stage"], "epoch": ckpt["epoch"]},
+        "notes": notes,
     }
     if weights is not None:
         summary["sample_weight"] = "given: the loss and the validation scores are weighted"
@@ -160,7 +184,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         if merge:
             summary["merged_model"] = str(run.merge().path)
     summary["times"] = {"data": t_data, "build": t_build, "align": t_align, "refine": t_refine,
-                        "total": time.perf_counter() - t_start}
+                        "baselines": t_baselines, "total": time.perf_counter() - t_start}
     run.summary = summary
     if folder is not None:
         folder.write_summary(summary)  # its presence marks the run complete
@@ -202,6 +226,24 @@ def sample_weights(sample_weight: Any, y: np.ndarray, task: Any, tr: np.ndarray,
     return w[tr] / w[tr].mean(), w[va] / w[va].mean()
 
 
+def _note(notes: list[str], progress: bool, text: str) -> None:
+    """Something the user should know before waiting for the training: shown at once."""
+    notes.append(text)
+    if progress:
+        print(f"note: {text}", file=sys.stderr)
+
+
+def _test_arrays_out_of(options: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """In-memory test data (``test_data=(x, y)``) stays out of the config: config.yaml and
+    model.json record "arrays" (as for ``data``), and the arrays are returned beside."""
+    test = options.get("test_data")
+    if test is None or isinstance(test, str):
+        return options, None
+    if isinstance(test, Path):
+        return {**options, "test_data": str(test)}, None
+    return {**options, "test_data": "arrays"}, test
+
+
 def resolve_config(config: FitConfig | dict | str | Path | None, data: Any,
                    options: dict[str, Any]) -> FitConfig:
     """YAML/dict config, then keyword options on top (the command line overrides the file)."""
@@ -213,7 +255,9 @@ def resolve_config(config: FitConfig | dict | str | Path | None, data: Any,
         base = read_yaml_config(Path(config))
     else:
         base = {}
-    base.update({k: v for k, v in options.items() if v is not None})
+    # numpy scalars (np.logspace grids) as plain numbers: config.yaml and model.json record them
+    base.update({k: v.item() if isinstance(v, np.generic) else v
+                 for k, v in options.items() if v is not None})
     if data is not None:
         base["data"] = str(data)
     return FitConfig.from_dict(base)
@@ -240,6 +284,9 @@ def resume_config(run_dir: str | Path, data: Any, out: Any, config: Any, overwri
         raise ConfigError(f"{where} uses the run's own config.yaml; drop --config")
     stored = FitConfig.from_dict(read_yaml_config(folder.path / "config.yaml")).to_dict()
     given = {k: v for k, v in options.items() if v is not None}
+    if stored.get("test_data") == "arrays" and "test_data" not in given:
+        raise ConfigError(f"{where}: the run was fitted with in-memory test arrays; pass the same "
+                          "test_data again: transmodal.fit(data, resume=RUN, test_data=(x, y))")
     merged = FitConfig.from_dict({**stored, **given})  # unknown or invalid options: clear error
     diff = [k for k in given if k not in RESUME_FREE and getattr(merged, k) != stored[k]]
     if diff:

@@ -56,6 +56,19 @@ class RunFolder:
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
 
+    def start(self, config: dict[str, Any], overwrite: bool = False) -> None:
+        """Create the folder and write config.yaml; a config that cannot be written leaves no
+        folder behind."""
+        self.create(overwrite=overwrite)
+        try:
+            self.write_config(config)
+        except yaml.YAMLError as e:
+            import shutil
+
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise ConfigError(f"the options cannot be recorded in config.yaml ({str(e).splitlines()[0]}); "
+                              "give option values as numbers, strings or lists") from None
+
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..config import FitConfig
 from ..data import Preprocessor, as_inputs
+from ..data.columns import frame_inputs, is_frame
 from ..engine.loop import predict_outputs
 from ..engine.optim import make_accelerator, memory_advice
 from ..errors import ConfigError, DataError
@@ -43,9 +44,16 @@ class Run:
         return list(getattr(self.preprocessor.target, "classes", []))
 
     def _inputs(self, x: Any) -> np.ndarray:
-        """Raw user inputs as checked (N, C, *spatial) arrays (the variable-length rule applied)."""
+        """Raw user inputs as checked (N, C, *spatial) arrays (the variable-length rule applied).
+        A pandas DataFrame's columns are matched to the training columns by name (a model
+        fitted on a table knows them); its label and id columns are left out."""
+        if is_frame(x):
+            x = frame_inputs(x, self.preprocessor.feature_names, "input",
+                             drop=(self.config.label_column, self.config.id_column))
         target = self.preprocessor.input_shape[-1] if self.preprocessor.variable_length else None
         arr, _ = as_inputs(x, target_length=target)
+        if len(arr) == 0:
+            raise DataError("the input has no samples (0 rows); give at least one")
         if not np.isfinite(arr).all():
             raise DataError("input contains NaN or inf; fill or drop those values first")
         return arr

@@ -29,11 +29,11 @@ class Classification(Task):
     def check_targets(self, x: np.ndarray, y: np.ndarray) -> None:
         if y.ndim != 1:
             raise DataError(f"classification needs one label per sample; y has shape {y.shape}")
-        _, counts = np.unique(y, return_counts=True)
+        values, counts = np.unique(y, return_counts=True)
         if len(counts) < 2:
             raise DataError("classification needs at least 2 classes; y has only one")
         if counts.min() < 2:
-            rare = np.unique(y)[counts.argmin()].item()
+            rare = values.tolist()[counts.argmin()]  # a Python value, also from object arrays (CSV)
             raise DataError(
                 f"class {rare!r} has a single sample; each class needs at least 2 (one may go to "
                 "validation). Add samples or drop the class"

@@ -32,6 +32,18 @@ class Regression(Task):
         if y.dtype.kind not in "fiu" or y.ndim > 2:
             raise DataError("regression needs numeric targets shaped (N,) or (N, k)")
 
+    def check_eval_targets(self, x: np.ndarray, y: np.ndarray) -> None:
+        if y.dtype.kind not in "fiu":
+            example = next(iter(y.ravel().tolist()), None)
+            raise DataError(
+                f"this regression model predicts numbers, but the labels are not numeric (e.g. "
+                f"{example!r}); evaluate it on numeric targets (for class labels fit a run with "
+                "--task classification)"
+            )
+        if int(np.prod(y.shape[1:])) != self.n_outputs:
+            raise DataError(f"targets have shape {tuple(y.shape[1:])} per sample; this model "
+                            f"predicts {self.n_outputs} value(s) per sample")
+
     def fit_targets(self, x: np.ndarray, y: np.ndarray) -> "Regression":
         yf = y.astype(np.float64)
         self.y_shape = list(y.shape[1:])
@@ -79,3 +91,17 @@ class Regression(Task):
         ss_tot = ((t - t.mean(0)) ** 2).sum(0)
         r2 = float(np.mean(1.0 - ss_res / np.maximum(ss_tot, 1e-12)))
         return {"rmse": rmse, "r2": r2}
+
+
+def class_code_note(y: np.ndarray, most: int = 20) -> str | None:
+    """A note for float labels that are all whole numbers with few distinct values (1.0, 2.0,
+    3.0): often class codes saved as floats. ``--task auto`` still reads floats as regression
+    (changing that would change results); ``fit`` shows this note instead. None otherwise."""
+    if y.dtype.kind != "f" or y.ndim != 1:
+        return None
+    values = np.unique(y)
+    if not (2 <= len(values) <= min(most, len(y) // 2) and np.all(values == np.round(values))):
+        return None
+    shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if len(values) > 5 else "")
+    return (f"the labels are floats with {len(values)} whole values ({shown}), so --task auto "
+            "chose regression; if they are class codes, pass --task classification")
