@@ -33,14 +33,17 @@ def _add_fit_options(parser: argparse.ArgumentParser) -> None:
     from .config import FitConfig
 
     hints = typing.get_type_hints(FitConfig)
+    fields = {f.name: f for f in FitConfig.options()}
     for name in fit_option_names():
         kind = _scalar(hints[name])
         text = FitConfig.describe(name).replace("%", "%%")  # argparse formats help with %
-        flag = f"--{name.replace('_', '-')}"
+        flag = f"--{(fields[name].metadata['flag'] or name).replace('_', '-')}"
         if kind is bool:  # a flag; None = unset
-            parser.add_argument(flag, default=None, action="store_true", help=text)
+            parser.add_argument(flag, dest=name, default=None, action="store_true", help=text)
+        elif kind is list:  # repeatable
+            parser.add_argument(flag, dest=name, default=None, action="append", help=text)
         else:
-            parser.add_argument(flag, default=None, type=kind, help=text)
+            parser.add_argument(flag, dest=name, default=None, type=kind, help=text)
 
 
 def _scalar(hint: Any) -> type:
@@ -48,7 +51,8 @@ def _scalar(hint: Any) -> type:
     import typing
 
     args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
+    hint = args[0] if args else hint
+    return list if typing.get_origin(hint) is list else hint
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,6 +96,28 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="predictions file: .npy or .csv")
     _add_table_options(pr)
     pr.add_argument("--proba", action="store_true", help="class probabilities instead of labels")
+
+    z = sub.add_parser("zeroshot", help="classify among label words never trained on "
+                       "(runs fitted with --objective contrastive)", allow_abbrev=False)
+    z.add_argument("run", help="run folder of a contrastive fit")
+    z.add_argument("--data", required=True, help="data to classify (its test split if it has "
+                   "one); scored when it has labels")
+    z.add_argument("--labels", help="candidate labels, comma-separated: \"a slow sine,a fast sine\"")
+    z.add_argument("--labels-file", help="candidate labels, one per line (labels may hold commas)")
+    z.add_argument("--template", action="append", help="prompt template with {} (repeatable; "
+                   "default: the run's own templates)")
+    z.add_argument("--out", help="predictions file: .csv (label and one probability column per "
+                   "candidate) or .npy (labels)")
+    _add_table_options(z)
+
+    rt = sub.add_parser("retrieve", help="the samples closest to a text query (contrastive runs)",
+                        allow_abbrev=False)
+    rt.add_argument("run", help="run folder of a contrastive fit")
+    rt.add_argument("--data", required=True, help="samples to search (its test split if it has one)")
+    rt.add_argument("--query", required=True, help="the text to search for")
+    rt.add_argument("--top-k", type=int, default=5)
+    _add_table_options(rt)
+
 
     rp = sub.add_parser("report", help="write RUN/report/index.html, the run's HTML report",
                         allow_abbrev=False)
@@ -285,6 +311,89 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_data(args: argparse.Namespace, run: Any) -> tuple[Any, Any]:
+    """Inputs and labels (None when the data have none) of ``--data``: its test split if it has
+    one; a CSV's columns are matched to the model's by name."""
+    from .data import load_dataset, read_npz
+
+    path = Path(args.data)
+    if _is_csv(args.data):
+        x, y, _ = _read_csv_input(args, run, labels=False)
+        return x, y
+    if path.suffix == ".npy" or (path.suffix == ".npz" and path.exists() and not any(
+            k in read_npz(path) for k in ("y_test", "y", "y_train"))):
+        return load_inputs(args, run)[0], None
+    _no_id_column(args)
+    ds = load_dataset(args.data, label_column=args.label_column or run.config.label_column)
+    return (ds.x_test, ds.y_test) if ds.x_test is not None else (ds.x_train, ds.y_train)
+
+
+def _candidate_labels(args: argparse.Namespace) -> list[str]:
+    if bool(args.labels) == bool(args.labels_file):
+        raise DataError("give the candidate labels with --labels \"a,b,c\" or --labels-file FILE "
+                        "(one per line), not both")
+    if args.labels_file:
+        path = Path(args.labels_file)
+        if not path.is_file():
+            raise DataError(f"--labels-file {path} does not exist")
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [part.strip() for part in args.labels.split(",")]
+
+
+def cmd_zeroshot(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .run import load
+
+    run = load(args.run)
+    labels = _candidate_labels(args)
+    x, y = _eval_data(args, run)
+    proba = run.zero_shot_proba(x, labels, templates=args.template)
+    pred = np.asarray(labels, dtype=object)[proba.argmax(1)]
+    if y is not None:
+        from .tasks import score
+
+        scores = score("classification", np.asarray(y).astype(str), pred.astype(str))
+        print(json.dumps(scores, indent=2))
+        unknown = sorted(set(np.asarray(y).astype(str)) - set(labels))
+        if unknown:
+            print(f"note: {len(unknown)} true label(s) are not among the candidates "
+                  f"(e.g. {unknown[0]!r}): those samples cannot be right")
+    if args.out:
+        _write_predictions(Path(args.out), pred, proba, labels)
+    elif y is None:
+        print("\n".join(map(str, pred)))
+    return 0
+
+
+def _write_predictions(out: Path, pred: Any, proba: Any, labels: list[str]) -> None:
+    import numpy as np
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, np.asarray(pred).astype(str), allow_pickle=False)
+    elif out.suffix == ".csv":
+        import pandas as pd
+
+        frame = pd.DataFrame(proba, columns=[f"p_{lab}" for lab in labels])
+        frame.insert(0, "prediction", pred)
+        frame.to_csv(out, index=False)
+    else:
+        raise DataError(f"--out {out}: use a .npy or .csv file name")
+    print(f"wrote {len(pred)} predictions to {out}")
+
+
+def cmd_retrieve(args: argparse.Namespace) -> int:
+    from .run import load
+
+    run = load(args.run)
+    x, y = _eval_data(args, run)
+    for rank, (i, sim) in enumerate(run.retrieve(x, args.query, args.top_k), 1):
+        shown = "" if y is None else f"  label {y[i]}"
+        print(f"{rank:3d}. sample {i}  cosine {sim:.4f}{shown}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -400,7 +509,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 # benchmark name -> module in transmodal.bench with a main(argv) -> int | None
 BENCHMARKS = {"suite": "suite", "align": "align_speed", "tune": "tune", "ablate": "ablate",
-              "precision": "precision"}
+              "precision": "precision", "zeroshot": "zeroshot"}
 BENCHMARK_HELP = {
     "suite": "every method vs MiniRocket, linear and 1-NN baselines (full: ~40-90 min; "
              "--quick: minutes; --readme PATH writes the table into a README)",
@@ -408,6 +517,7 @@ BENCHMARK_HELP = {
     "tune": "the --tune transfer strategies side by side",
     "ablate": "align epochs x seeds on one data set (--data SPEC)",
     "precision": "fp32 vs bf16 train steps on this machine",
+    "zeroshot": "contrastive runs: zero-shot on unseen word combinations, retrieval, k-shot probes",
 }
 
 
@@ -425,7 +535,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "report": cmd_report, "demo": cmd_demo, "info": cmd_info, "bench": cmd_bench}
+            "zeroshot": cmd_zeroshot, "retrieve": cmd_retrieve, "report": cmd_report,
+            "demo": cmd_demo, "info": cmd_info, "bench": cmd_bench}
 
 
 if __name__ == "__main__":

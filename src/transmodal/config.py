@@ -17,6 +17,8 @@ from .tasks import task_names
 
 TUNE_CHOICES = ("full", "scratch", "frozen", "layernorm", "hybrid:K", "lora")
 PRECISION_CHOICES = ("auto", "fp32", "bf16")
+OBJECTIVE_CHOICES = ("supervised", "contrastive")
+TEXT_TUNE_CHOICES = ("frozen", "lora", "full")
 ON_NAN_CHOICES = ("stop", "skip")
 SCHEDULE_CHOICES = ("cosine", "constant")
 BASELINE_CHOICES = ("none", "fast", "all")
@@ -36,14 +38,18 @@ def parse_tune(tune: str) -> tuple[str, int | None]:
     return tune, None
 
 
-def option(default: Any, help: str, *, choices: str | None = None, group: str = "train") -> Any:
+def option(default: Any, help: str, *, choices: str | None = None, group: str = "train",
+           flag: str | None = None) -> Any:
     """A FitConfig field with its help text: the one place an option is described.
 
     ``choices`` is shown in the help; ``group`` is "data" for where the data come from (the
     scikit-learn estimators take arrays instead), "run" for run-folder options, else "train".
-    The CLI (``cli.py``) and the estimators (``run/estimators.py``) are built from these fields.
+    The CLI (``cli.py``) and the estimators (``run/estimators.py``) are built from these fields;
+    ``flag`` names the command-line option when it is not the field's name (a list field is a
+    repeatable option).
     """
-    return field(default=default, metadata={"help": help, "choices": choices, "group": group})
+    return field(default=default, metadata={"help": help, "choices": choices, "group": group,
+                                            "flag": flag})
 
 
 @dataclass
@@ -57,7 +63,7 @@ class FitConfig:
     id_column: str | None = option(None, "CSV column of sample ids: not a feature; predict "
                                    "writes it beside the predictions", group="data")
     task: str = option("auto", "what to predict; auto: inferred from the labels",
-                       choices="auto|" + "|".join(task_names()), group="data")
+                       choices="auto|" + "|".join(task_names("supervised")), group="data")
     body: str = option("minilm", "pretrained body: minilm (offline default), efficientnet-lite0 "
                        "(images), a local model folder or a hub id")
     align: str = option("none", "stage 1 alignment of the embedder to the body's inputs",
@@ -97,6 +103,24 @@ class FitConfig:
                                    group="run")
     on_nan: str = option("stop", "on a non-finite loss or gradient: stop, or skip that batch",
                          choices="|".join(ON_NAN_CHOICES))
+    # --- language as the interface (CLIP): README "Zero-shot"
+    objective: str = option("supervised", "supervised: a head per task; contrastive: bind the "
+                            "data to a text tower, to classify later by label words (CLIP)",
+                            choices="|".join(OBJECTIVE_CHOICES))
+    text_body: str = option("minilm", "contrastive: the text tower's pretrained encoder")
+    text_tune: str = option("frozen", "contrastive: the text encoder is locked (LiT), gets LoRA "
+                            "adapters, or trains fully (its projection always trains)",
+                            choices="|".join(TEXT_TUNE_CHOICES))
+    templates: list[str] | None = option(None, "contrastive: prompt template with {} for the "
+                                         "label; repeat for a prompt ensemble; default {}",
+                                         flag="template")
+    templates_file: str | None = option(None, "contrastive: templates, one per line (.txt) or a "
+                                        "YAML list")
+    descriptions: str | None = option(None, "contrastive: YAML file mapping each label to a "
+                                      "description (or a list of them), used instead of templates")
+    embed_dim: int = option(256, "contrastive: size of the shared embedding space")
+
+
     # fast: under a second on data of the bench's size; MiniRocket takes seconds (and aeon)
     baselines: str = option("fast", "cheap baselines scored on the test split beside the model "
                             "(summary.json): fast = linear + 1-NN, all = also MiniRocket "
@@ -107,10 +131,16 @@ class FitConfig:
         if self.extra:
             raise ConfigError(f"unknown option(s): {', '.join(sorted(self.extra))}")
         _choice("align", self.align, ("none", *alignment_names()))
-        _choice("task", self.task, ("auto", *task_names()))
+        if self.task in task_names("contrastive"):
+            raise ConfigError(f"--task {self.task} is trained by --objective contrastive; pass that "
+                              "instead of --task")
+        _choice("task", self.task, ("auto", *task_names("supervised")))
         _choice("precision", self.precision, PRECISION_CHOICES)
         _choice("on_nan", self.on_nan, ON_NAN_CHOICES)
         _choice("schedule", self.schedule, SCHEDULE_CHOICES)
+        self._check_text_options()
+
+
         _choice("baselines", self.baselines, BASELINE_CHOICES)
         if self.id_column is not None and self.id_column == self.label_column:
             raise ConfigError(f"--id-column and --label-column are both {self.id_column!r}; "
@@ -144,6 +174,34 @@ class FitConfig:
         if not 0.0 <= self.warmup < 1.0:
             raise ConfigError("--warmup is a fraction of the steps, in [0, 1)")
 
+    def _check_text_options(self) -> None:
+        _choice("objective", self.objective, OBJECTIVE_CHOICES)
+        _choice("text_tune", self.text_tune, TEXT_TUNE_CHOICES)
+        if self.templates is not None and isinstance(self.templates, str):
+            self.templates = [self.templates]  # one template from YAML or a keyword argument
+        if self.templates_file:
+            from .tasks.contrastive import read_templates
+
+            self.templates = [*(self.templates or []), *read_templates(self.templates_file)]
+            self.templates_file = None  # resolved into templates: config.yaml records them
+        if self.objective != "contrastive":
+            given = [flag for flag, name in (("--template", "templates"),
+                                             ("--descriptions", "descriptions")) if getattr(self, name)]
+            if given:
+                raise ConfigError(f"{given[0]} applies to --objective contrastive only")
+            return
+        if self.task not in ("auto", "contrastive"):
+            raise ConfigError(f"--objective contrastive learns from class texts; --task {self.task} "
+                              "does not apply (drop --task)")
+        if self.templates is not None:
+            if not self.templates:
+                raise ConfigError("--template: give at least one template, e.g. 'a recording of {}'")
+            from .tasks.contrastive import check_templates
+
+            check_templates(self.templates)
+        if int(self.embed_dim) < 2:
+            raise ConfigError("--embed-dim must be at least 2")
+
     def _check_image_options(self) -> None:
         from .models.bodies import takes_pixels
 
@@ -163,9 +221,11 @@ class FitConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "FitConfig":
-        """Build from a YAML/CLI dict; dashes or underscores in keys both work."""
+        """Build from a YAML/CLI dict; dashes or underscores in keys both work, and an option's
+        command-line name (``template``) as well as its field name (``templates``)."""
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        clean = {k.replace("-", "_"): v for k, v in values.items()}
+        alias = {f.metadata["flag"]: f.name for f in cls.options() if f.metadata["flag"]}
+        clean = {alias.get(k.replace("-", "_"), k.replace("-", "_")): v for k, v in values.items()}
         unknown = {k: v for k, v in clean.items() if k not in known}
         if unknown:
             raise ConfigError(
@@ -207,7 +267,7 @@ def options_markdown() -> str:
     ``tests/test_docs.py`` checks that the README holds exactly this table."""
     rows = ["| option | default | meaning |", "|---|---|---|"]
     for f in FitConfig.options():
-        flag = f"`--{f.name.replace('_', '-')}`"
+        flag = f"`--{(f.metadata['flag'] or f.name).replace('_', '-')}`"
         default = "" if f.default is None else f"`{f.default}`"
         text = f.metadata["help"]
         if f.metadata["choices"]:

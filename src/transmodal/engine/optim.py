@@ -73,14 +73,15 @@ def lr_factor(total_steps: int, warmup_fraction: float, schedule: str = "cosine"
 
 def build_optimizer(model: nn.Module, lr: float, head_lr: float, weight_decay: float
                     ) -> torch.optim.Optimizer:
-    """Two groups: the pretrained body at ``lr``, the new embedder and head at ``head_lr``.
+    """Two groups: pretrained weights (the body; a contrastive head's text encoder) at ``lr``,
+    the new embedder and head (projections, temperature) at ``head_lr``.
     LoRA adapters are new weights too (B starts at zero), so they train at ``head_lr``: at the
     body's 1e-4 they barely leave zero in a short small-data run (LoRA learning rates are
     usually ~10x those of full fine-tuning)."""
     from ..models.tuning import ADAPTER_MARK
 
-    body = [p for n, p in model.body.named_parameters()
-            if p.requires_grad and ADAPTER_MARK not in f".{n}"]
+    adapters = {id(p) for n, p in model.named_parameters() if ADAPTER_MARK in f".{n}"}
+    body = [p for p in model.pretrained_parameters() if p.requires_grad and id(p) not in adapters]
     body_ids = {id(p) for p in body}
     new = [p for p in model.parameters() if p.requires_grad and id(p) not in body_ids]
     groups = [g for g in ({"params": body, "lr": lr}, {"params": new, "lr": head_lr}) if g["params"]]

@@ -47,6 +47,8 @@ class ModelSpec:
     # --tune lora: {r, alpha, dropout, target_modules, base_sha256}. The weights file then
     # holds only adapters + embedder + head; the base body is loaded from ``body``.
     lora: dict[str, Any] | None = None
+    # contrastive models: {body, tune, embed_dim, class_texts, base_sha256} of the text tower
+    text: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,10 +68,20 @@ class TransmodalModel(nn.Module):
         self.head = head
         self.spec = spec
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """Inputs -> body states (B, S', D') on the body's output grid (what the head takes)."""
         tokens = self.embedder(x)  # (B, S, D); pixel bodies: (B, 3, S, S)
-        hidden, grid = self.body.encode(tokens, self.embedder.grid)  # (B, S', D') on grid'
+        return self.body.encode(tokens, self.embedder.grid)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden, grid = self.features(x)  # (B, S', D') on grid'
         return self.head(hidden, grid)
+
+    def pretrained_parameters(self) -> list[nn.Parameter]:
+        """Weights that come pretrained (the body's, and a head's text encoder): they train at
+        the body learning rate; everything else is new and trains at the head rate."""
+        extra = getattr(self.head, "pretrained_parameters", None)
+        return list(self.body.parameters()) + (extra() if extra else [])
 
 
 def build_model(spec: ModelSpec, rebuild: bool = False) -> TransmodalModel:
@@ -102,11 +114,8 @@ def save_model(model: TransmodalModel, folder: Path, extra: dict[str, Any]) -> N
 
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if model.spec.lora:  # adapters + embedder + head; the base body is referenced by name
-        from .tuning import adapter_keys
-
-        keep = adapter_keys(model)
-        state = {k: v for k, v in state.items() if k in keep}
+    keep = stored_keys(model)  # pretrained parts that did not train are referenced, not copied
+    state = {k: v for k, v in state.items() if k in keep}
     tmp = folder / "model.safetensors.tmp"
     save_file(state, str(tmp), metadata={"format": FORMAT})
     tmp.replace(folder / "model.safetensors")
@@ -143,20 +152,30 @@ def load_model(folder: Path) -> tuple[TransmodalModel, dict[str, Any]]:
             f"{weights} is not a readable safetensors file ({e}); it may be truncated: "
             "re-copy the run folder"
         ) from None
-    ours = model.state_dict()
-    if spec.lora:
-        from .tuning import adapter_keys
-
-        keep = adapter_keys(model)
-        ours = {k: v for k, v in ours.items() if k in keep}
+    keep = stored_keys(model)
+    ours = {k: v for k, v in model.state_dict().items() if k in keep}
     mismatch = architecture_mismatch(ours, state)
     if mismatch:
         raise CheckpointError(
             f"{weights} does not match the architecture in model.json ({mismatch}): "
             "the files come from different models: re-copy the whole run folder"
         )
-    model.load_state_dict(state, strict=not spec.lora)  # lora: the base body is already loaded
+    # a LoRA base body and a locked text encoder were loaded (and fingerprinted) by _rebuild
+    model.load_state_dict(state, strict=len(ours) == len(model.state_dict()))
     return model, meta
+
+
+def stored_keys(model: TransmodalModel) -> set[str]:
+    """State-dict keys a model file holds: all but a LoRA model's base body (adapters are kept)
+    and a head's frozen pretrained parts (a locked text tower); both are loaded again from
+    their names and checked against a SHA-256 of their weights."""
+    from .tuning import ADAPTER_MARK
+
+    keys = set(model.state_dict())
+    if model.spec.lora:
+        keys = {k for k in keys if not k.startswith("body.") or ADAPTER_MARK in k}
+    frozen = getattr(model.head, "frozen_keys", None)
+    return keys - frozen("head.") if frozen else keys
 
 
 def _rebuild(spec: ModelSpec) -> nn.Module:

@@ -90,6 +90,9 @@ def apply_tuning(model: nn.Module, tune: str, *, lora_r: int = 8, lora_alpha: in
     trainable -= {n for n, _ in body.bypassed_parameters()}  # the input layer our embedder replaces
     for name, p in named.items():
         p.requires_grad_(name in trainable)
+    head_rule = getattr(model.head, "apply_tuning", None)  # e.g. a locked text tower stays locked
+    if head_rule is not None:
+        head_rule()
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -143,11 +146,6 @@ def merge_lora(model: nn.Module) -> nn.Module:
             setattr(body.get_submodule(parent) if parent else body, leaf, module.get_base_layer())
     model.spec.lora = None
     return model
-
-
-def adapter_keys(model: nn.Module) -> set[str]:
-    """State-dict keys of a LoRA model that are saved: adapters + everything outside the body."""
-    return {k for k in model.state_dict() if not k.startswith("body.") or ADAPTER_MARK in k}
 
 
 @torch.no_grad()

@@ -115,11 +115,12 @@ def _prediction_parts(run: Any, y_true: np.ndarray, y_pred: np.ndarray) -> str:
     """The task's view of predictions against targets (classes, values or fields)."""
     scores = run.preprocessor.target.score(y_true, y_pred)
     text = f"<p>{len(y_true)} samples: {html.escape(_fmt_scores(scores))}</p>"
-    if run.classes:
+    view = run.preprocessor.target.view  # the task says how its predictions are shown
+    if view == "classes":
         return text + _classification(run.classes, y_true, y_pred)
     if y_true.ndim >= 2 and list(y_true.shape[1:]) != list(y_pred.shape[1:]):
         raise DataError(f"targets {y_true.shape[1:]} and predictions {y_pred.shape[1:]} differ in shape")
-    if run.preprocessor.task == "dense":
+    if view == "fields":
         images = len(run.preprocessor.input_shape) == 3  # (C, H, W): fields, else series
         return text + _img(_dense_figure(y_true, y_pred, images), "predictions against targets")
     return text + _img(_parity_figure(y_true, y_pred), "parity and residuals")

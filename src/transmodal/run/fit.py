@@ -63,7 +63,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     ds = load_dataset(data if data is not None else cfg.data,
                       test_arrays if test_arrays is not None else cfg.test_data, cfg.label_column,
                       cfg.id_column)
-    task = get_task(infer_task(ds.x_train, ds.y_train) if cfg.task == "auto" else cfg.task)
+    task = get_task(task_name(cfg, ds))
+    task.configure(cfg)
     codes = class_code_note(ds.y_train) if cfg.task == "auto" and task.name == "regression" else None
     if codes:
         _note(notes, progress, codes)
@@ -91,7 +92,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
                      spatial=list(ds.x_train.shape[2:]), body=cfg.body,
                      pretrained=cfg.tune != "scratch", max_tokens=cfg.max_tokens,
                      attention_dropout=cfg.attention_dropout, image_size=cfg.image_size,
-                     augment=cfg.augment)
+                     augment=cfg.augment, **task.spec_extras())
     model = build_model(spec)
     max_tokens = None if model.body.takes_pixels else min(cfg.max_tokens, model.body.max_tokens)
     if max_tokens is not None and max_tokens < cfg.max_tokens:  # the value used goes to summary.json
@@ -192,6 +193,14 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
 
         write_report(folder.path, run=run, fitted_on=ds)  # RUN/report/index.html
     return run
+
+
+def task_name(cfg: FitConfig, ds: Any) -> str:
+    """The task: the contrastive one for ``--objective contrastive``, else ``--task`` (``auto``:
+    inferred from the labels)."""
+    if cfg.objective == "contrastive":
+        return "contrastive"
+    return infer_task(ds.x_train, ds.y_train) if cfg.task == "auto" else cfg.task
 
 
 def sample_weights(sample_weight: Any, y: np.ndarray, task: Any, tr: np.ndarray, va: np.ndarray

@@ -58,11 +58,16 @@ class Run:
             raise DataError("input contains NaN or inf; fill or drop those values first")
         return arr
 
-    def _outputs(self, arr: np.ndarray) -> np.ndarray:
-        """Raw model outputs for checked inputs (from ``_inputs``)."""
+    def _device(self):
+        """The accelerator to predict with (the model moved to its device once)."""
         if self._accelerator is None:
             self._accelerator, _ = make_accelerator(self.config.device, self.config.precision)
             self.model.to(self._accelerator.device)
+        return self._accelerator
+
+    def _outputs(self, arr: np.ndarray) -> np.ndarray:
+        """Raw model outputs for checked inputs (from ``_inputs``)."""
+        self._device()
         batch = self.config.batch_size * 2
         with memory_advice("predict", batch, fix="the model itself may not fit this device: "
                            "predict on a device with more memory (--device cpu)"):
@@ -85,6 +90,77 @@ class Run:
         target.check_eval_targets(arr, y)  # e.g. labels the model never saw: clear error
         return target.score(y, target.decode(self._outputs(arr)))
 
+    # ------------------------------------------------------------------ language (contrastive runs)
+    def _contrastive_head(self):
+        head = self.model.head
+        if not hasattr(head, "text_embeddings"):
+            raise ConfigError(f"zero-shot prediction, retrieval and embeddings need a contrastive run "
+                              f"(fit --objective contrastive); this run's task is {self.task}")
+        return head
+
+    def embed(self, x: Any) -> np.ndarray:
+        """L2-normalised target-tower embeddings (N, E) of raw inputs ``x``."""
+        import torch
+
+        head = self._contrastive_head()
+        x_in = self.preprocessor.transform_x(self._inputs(x))
+        batch, acc = self.config.batch_size * 2, self._device()
+        self.model.eval()
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(x_in), batch):
+                xb = torch.from_numpy(x_in[i: i + batch]).to(acc.device)
+                with acc.autocast():
+                    hidden, _ = self.model.features(xb)
+                    out.append(head.embed(hidden).float().cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, head.proj.out_features), np.float32)
+
+    def embed_text(self, texts: Any) -> np.ndarray:
+        """L2-normalised text-tower embeddings (N, E) of sentences."""
+        import torch
+
+        head = self._contrastive_head()
+        texts = _check_texts(texts, "texts")
+        self._device()
+        self.model.eval()
+        with torch.no_grad():
+            return head.text_embeddings([[t] for t in texts]).float().cpu().numpy()
+
+    def zero_shot_proba(self, x: Any, labels: Any, templates: Any = None) -> np.ndarray:
+        """(N, K) probabilities over ``labels`` (words never trained on are fine): each label
+        through the prompt templates (default: the run's own), averaged (a prompt ensemble)."""
+        import torch
+
+        from ..tasks.contrastive import check_templates, fill_templates
+
+        head = self._contrastive_head()
+        labels = _check_texts(labels, "labels", unique=True)
+        if templates is None:
+            templates = (self.model.spec.text or {}).get("templates") or ["{}"]
+        templates = [templates] if isinstance(templates, str) else list(templates)
+        check_templates(templates)
+        z = torch.from_numpy(self.embed(x))  # (N, E)
+        self.model.eval()
+        with torch.no_grad():
+            t = head.text_embeddings([fill_templates(templates, lab) for lab in labels]).float().cpu()
+            logits = head.scale().detach().float().cpu() * z @ t.T  # (N, K)
+        return torch.softmax(logits, dim=1).numpy()
+
+    def zero_shot(self, x: Any, labels: Any, templates: Any = None) -> np.ndarray:
+        """The most likely of ``labels`` for each sample (N,)."""
+        labels = _check_texts(labels, "labels", unique=True)
+        return np.asarray(labels, dtype=object)[self.zero_shot_proba(x, labels, templates).argmax(1)]
+
+    def retrieve(self, x: Any, query: str, top_k: int = 5) -> list[tuple[int, float]]:
+        """The ``top_k`` samples of ``x`` closest to the text ``query``: (index, cosine), best first."""
+        if int(top_k) < 1:
+            raise ConfigError("--top-k must be at least 1")
+        z = self.embed(x)  # (N, E)
+        q = self.embed_text([query])[0]  # (E,)
+        sims = z @ q
+        order = np.argsort(-sims, kind="stable")[: int(top_k)]
+        return [(int(i), float(sims[i])) for i in order]
+
     def merge(self, out: str | Path | None = None) -> "Run":
         """A ``--tune lora`` run with its adapters folded into the base weights.
 
@@ -105,6 +181,22 @@ class Run:
                                        "config": self.config.to_dict()})
         return Run(model, self.preprocessor, self.config, dict(self.summary), target)
 
+
+
+def _check_texts(texts: Any, what: str, unique: bool = False) -> list[str]:
+    """A non-empty list of non-empty strings (``unique``: no label twice)."""
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = [str(t) for t in texts]
+    if not texts:
+        raise DataError(f"no {what} given; give at least one")
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise DataError(f"{what} number {empty[0] + 1} is empty; every one needs words")
+    if unique and len(set(texts)) < len(texts):
+        twice = sorted({t for t in texts if texts.count(t) > 1})
+        raise DataError(f"{what} {twice[:5]} are given more than once; give each once")
+    return texts
 
 
 def load(run_dir: str | Path) -> Run:

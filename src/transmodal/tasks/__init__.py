@@ -23,8 +23,9 @@ def register_task(cls: type) -> type:
     return cls
 
 
-def task_names() -> tuple[str, ...]:
-    return tuple(_TASKS)
+def task_names(objective: str | None = None) -> tuple[str, ...]:
+    """Registered tasks (of one ``--objective``, when given)."""
+    return tuple(n for n, c in _TASKS.items() if objective is None or c.objective == objective)
 
 
 def get_task(name: str):
@@ -72,7 +73,7 @@ def score(task: str, y_true: Any, y_pred: Any) -> dict[str, float]:
 
 
 # the built-in tasks register themselves on import
-from . import classification, dense, regression  # noqa: E402,F401
+from . import classification, contrastive, dense, regression  # noqa: E402,F401
 from .dense import rel_l2  # noqa: E402
 
 __all__ = ["register_task", "get_task", "task_from_state", "task_names", "infer_task", "score",

@@ -26,6 +26,17 @@ class Task(ABC):
     head: ClassVar[str]  # registered head (models/heads) that produces this task's raw outputs
     primary: ClassVar[tuple[str, bool]]  # (metric that chooses the best epoch, higher is better)
     infer_rank: ClassVar[int | None] = None  # --task auto asks tasks in this order; None: never
+    objective: ClassVar[str] = "supervised"  # the --objective that trains it
+    # how reports show predictions against targets: "classes" (confusion matrix), "values"
+    # (parity and residuals) or "fields" (example series or images)
+    view: ClassVar[str] = "values"
+
+    def configure(self, cfg: Any) -> None:
+        """Read the task's own fit options (e.g. the texts of a contrastive task)."""
+
+    def spec_extras(self) -> dict[str, Any]:
+        """Extra ModelSpec fields the task's head needs to be built (after ``fit_targets``)."""
+        return {}
 
     # ------------------------------------------------------------------ recognising targets
     def matches(self, x: np.ndarray, y: np.ndarray) -> bool:

@@ -19,6 +19,7 @@ class Classification(Task):
     head = "pooled"
     primary = ("accuracy", True)
     infer_rank = 1  # after dense: a (N, L) integer mask is a dense target
+    view = "classes"
 
     def __init__(self, classes: list[Any] | None = None) -> None:
         self.classes = list(classes or [])  # label values, sorted (numbers before strings)

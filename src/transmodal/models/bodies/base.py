@@ -95,3 +95,9 @@ class Body(nn.Module):
 
     def prepare_lora(self, targets: list[str]) -> None:
         """Make ``targets`` wrappable by peft (in place); most bodies need nothing."""
+
+    # ------------------------------------------------------------------ as a text tower
+    def text_encoder(self, name: str) -> "Body | None":
+        """A body that embeds sentences (``sentence_embedding(ids, mask)``) for ``--text-body
+        name``: this body if it is one, a companion (CLIP's text half), or None."""
+        return self if hasattr(self, "sentence_embedding") else None

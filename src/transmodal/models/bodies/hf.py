@@ -95,12 +95,17 @@ class HFBody(Body):
 
         _quiet_transformers()
         family_cls = family_for_model_type(config.model_type)
-        kwargs = family_cls.model_kwargs(config)
+        return family_cls(family_cls.build_model(config, pretrained, path))
+
+    @classmethod
+    def build_model(cls, config, pretrained: bool, path: str | None) -> nn.Module:
+        """The transformers model for ``config``: ``AutoModel`` unless a family needs another."""
+        from transformers import AutoModel
+
+        kwargs = cls.model_kwargs(config)
         if pretrained:
-            model = AutoModel.from_pretrained(path, config=config, **kwargs)
-        else:
-            model = AutoModel.from_config(config, **kwargs)
-        return family_cls(model)
+            return AutoModel.from_pretrained(path, config=config, **kwargs)
+        return AutoModel.from_config(config, **kwargs)
 
     @classmethod
     def model_kwargs(cls, config) -> dict[str, Any]:

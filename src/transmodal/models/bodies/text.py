@@ -46,6 +46,18 @@ class TextBody(HFBody):
     def embed_tokens(self, tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
         return self.model.embeddings(inputs_embeds=tokens)
 
+    def encode_ids(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Real token ids (B, T) with their attention mask -> hidden states (B, T, D): the body
+        used as a text encoder (the text tower of a contrastive model)."""
+        return self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+
+    def sentence_embedding(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One vector per text (B, D): the hidden states mean-pooled over the real tokens (what
+        sentence-transformers does for all-MiniLM-L6-v2)."""
+        hidden = self.encode_ids(ids, mask)  # (B, T, D)
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
     def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T) through the body's own embedding module -> (B, T, D)."""
         return self.model.embeddings(input_ids=ids)

@@ -1,0 +1,72 @@
+"""The text tower of a contrastive model: sentences -> embeddings in the shared space.
+
+A pretrained text encoder (a registered text body, MiniLM by default) mean-pooled over its
+tokens with the attention mask (what sentence-transformers does for all-MiniLM-L6-v2), then a
+linear projection to the shared space. Locked (``--text-tune frozen``, the LiT setting) by
+default: with a few hundred pairs, training the encoder would forget the language knowledge
+that zero-shot prediction needs; the projection always trains.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, DataError
+
+
+def load_text_encoder(name: str) -> nn.Module:
+    """The text encoder for ``--text-body name``: the body itself when it is a text encoder, or
+    the text half of a model that has one (a CLIP folder's text tower)."""
+    from .bodies import load_body
+
+    body = load_body(name, pretrained=True)
+    encoder = body.text_encoder(name)
+    if encoder is None:
+        raise ConfigError(f"--text-body {name!r} is a {body.family} body with no text encoder; "
+                          "use a text model such as minilm (or a CLIP model folder)")
+    return encoder
+
+
+class TextTower(nn.Module):
+    def __init__(self, encoder: nn.Module, path: str, embed_dim: int) -> None:
+        super().__init__()
+        self.encoder = encoder  # a body with sentence_embedding(ids, mask): load_text_encoder
+        self.path = path  # where its tokenizer lives
+        self.proj = nn.Linear(encoder.out_dim, embed_dim)
+        self._tokenizer = None
+
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(self.path)
+            except Exception as e:  # no tokenizer files, or none known for this model
+                raise ConfigError(f"text body {self.path!r} has no tokenizer "
+                                  f"({type(e).__name__}); use a model folder that includes one") from None
+        return self._tokenizer
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and attention mask (N, T); a text longer than the encoder's limit is an error."""
+        tok = self.tokenizer()
+        enc = tok(list(texts), padding=True, return_tensors="pt")
+        limit = self.encoder.max_tokens
+        if enc["input_ids"].shape[1] > limit:
+            lengths = enc["attention_mask"].sum(1)
+            worst = int(lengths.argmax())
+            raise DataError(f"the text {texts[worst][:60]!r} is {int(lengths[worst])} tokens long; the "
+                            f"text tower takes at most {limit}: shorten it")
+        return enc["input_ids"], enc["attention_mask"]
+
+    def pooled(self, texts: Sequence[str]) -> torch.Tensor:
+        """The encoder's sentence embeddings of ``texts``: (N, D)."""
+        device = self.proj.weight.device
+        ids, mask = self.tokenize(texts)
+        return self.encoder.sentence_embedding(ids.to(device), mask.to(device))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled encoder states (N, D) -> (N, E) in the shared space (not normalised)."""
+        return self.proj(pooled)
