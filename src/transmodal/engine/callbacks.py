@@ -157,9 +157,11 @@ class Checkpoint(Callback):
 
 def standard_callbacks(*, accelerator: Any, on_nan: str, checkpointer: Any = None,
                        log: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
-                       task: Any = None, patience: int = 0) -> list[Callback]:
+                       task: Any = None, patience: int = 0, extra: Sequence[Callback] = ()
+                       ) -> list[Callback]:
     """The callbacks of a fit stage, in the order they must run. ``task`` adds model selection
-    on its primary metric (and early stopping after ``patience`` epochs without a gain)."""
+    on its primary metric (and early stopping after ``patience`` epochs without a gain);
+    ``extra`` (trackers, a search's pruning) run last, after the epoch is logged and saved."""
     main = accelerator.is_main_process
     cbs: list[Callback] = []
     if task is not None:
@@ -172,4 +174,5 @@ def standard_callbacks(*, accelerator: Any, on_nan: str, checkpointer: Any = Non
     if checkpointer is not None and main:
         cbs.append(Checkpoint(checkpointer, accelerator))
     cbs.append(NonFiniteGuard(on_nan, checkpointer))
+    cbs.extend(extra)
     return cbs

@@ -87,12 +87,13 @@ def refine(model: nn.Module, task: Any, train: tuple[np.ndarray, np.ndarray],
            val: tuple[np.ndarray, np.ndarray], val_true: np.ndarray, cfg: Any, accelerator: Any,
            log: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
            checkpointer: Any = None, resume: dict[str, Any] | None = None,
-           weights: tuple[np.ndarray, np.ndarray] | None = None) -> LoopState:
+           weights: tuple[np.ndarray, np.ndarray] | None = None, callbacks: Any = ()) -> LoopState:
     """Run the refine stage; the model ends with the best validation epoch's weights.
 
     ``resume`` (a loaded ``"refine"`` checkpoint) continues from it exactly: same batches,
     dropout masks and optimizer state as without the break. ``weights``: (training,
-    validation) sample weights, or None (see :class:`RefineStage`).
+    validation) sample weights, or None (see :class:`RefineStage`). ``callbacks``: more
+    callbacks after the standard ones (trackers, pruning).
     """
     from .callbacks import standard_callbacks
     from .loop import run_stage, start_state
@@ -101,5 +102,5 @@ def refine(model: nn.Module, task: Any, train: tuple[np.ndarray, np.ndarray],
     state = start_state(stage, accelerator, resume)  # last: it puts back the RNG states
     callbacks = standard_callbacks(accelerator=accelerator, on_nan=cfg.on_nan,
                                    checkpointer=checkpointer, log=log, progress=progress,
-                                   task=task, patience=cfg.patience)
+                                   task=task, patience=cfg.patience, extra=callbacks)
     return run_stage(stage, state, accelerator, callbacks)

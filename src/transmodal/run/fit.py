@@ -28,7 +28,7 @@ from .run import Run
 
 def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | dict | str | Path | None = None,
         overwrite: bool = False, progress: bool = True, resume: str | Path | None = None,
-        merge: bool = False, sample_weight: Any = None, **options: Any) -> Run:
+        merge: bool = False, sample_weight: Any = None, callbacks: Any = (), **options: Any) -> Run:
     """Fit a model on ``data`` and return the :class:`Run`.
 
     ``data`` is a spec string (``ucr:GunPoint``, ``file.npz``, ``file.csv``, ``folder:PATH``),
@@ -41,6 +41,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     adapters folded into the base weights (:meth:`Run.merge`); ``RUN/model/`` keeps the adapters.
     ``sample_weight`` (one non-negative number per training sample) weights the refine stage's
     loss and the validation scores; weights that are all equal change nothing.
+    ``callbacks``: more training-loop callbacks for both stages (``engine/callbacks.py``), e.g.
+    a search's pruning.
     """
     t_start = time.perf_counter()
     ckpt = None
@@ -115,7 +117,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         with memory_advice("align", cfg.batch_size):
             aligned = align(model, x_tr, labels, cfg, resolve_body_path(cfg.body), accelerator,
                             log=log, progress=progress, checkpointer=checkpointer,
-                            resume=ckpt if ckpt is not None and ckpt["stage"] == "align" else None)
+                            resume=ckpt if ckpt is not None and ckpt["stage"] == "align" else None,
+                            callbacks=callbacks)
     t_align = time.perf_counter() - t0
 
     # --- stage 2: refine
@@ -124,7 +127,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         state = refine(model, task, (x_tr, y_tr), (x_va, y_va), ds.y_train[va], cfg, accelerator,
                        log=log, progress=progress, checkpointer=checkpointer,
                        resume=ckpt if ckpt is not None and ckpt["stage"] == "refine" else None,
-                       weights=weights)
+                       weights=weights, callbacks=callbacks)
     model = accelerator.unwrap_model(model)
     t_refine = time.perf_counter() - t0
 
