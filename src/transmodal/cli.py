@@ -157,7 +157,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     out = args.out or _default_out(str(data))
     run = fit(data, out=out, config=base, overwrite=args.overwrite, progress=not args.quiet,
               merge=args.merge, **options)
-    _print_summary(run.summary, out)
+    if getattr(getattr(run, "_accelerator", None), "is_main_process", True):  # one report per launch
+        _print_summary(run.summary, out)
     return 0
 
 

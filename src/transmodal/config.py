@@ -94,6 +94,9 @@ class FitConfig:
                                    group="run")
     on_nan: str = option("stop", "on a non-finite loss or gradient: stop, or skip that batch",
                          choices="|".join(ON_NAN_CHOICES))
+    report_to: str = option("none", "experiment trackers (main process only; optional extras): none "
+                            "or a comma list of tensorboard (RUN/tensorboard), mlflow "
+                            "($MLFLOW_TRACKING_URI, default sqlite:///RUN/mlflow.db)", group="run")
     extra: dict[str, Any] = field(default_factory=dict)  # reserved; must stay empty
 
     def __post_init__(self) -> None:
@@ -105,6 +108,9 @@ class FitConfig:
         _choice("on_nan", self.on_nan, ON_NAN_CHOICES)
         _choice("schedule", self.schedule, SCHEDULE_CHOICES)
         parse_tune(self.tune)
+        from .engine.trackers import parse_report_to
+
+        parse_report_to(self.report_to)
         self._check_image_options()
         if self.align != "none" and self.tune == "scratch":
             raise ConfigError(

@@ -82,17 +82,21 @@ class BestEpoch(Callback):
 
     def on_stage_begin(self, stage: Stage, state: LoopState, start: int) -> None:
         if state.best_weights is None:  # a resume brings the best weights of its checkpoint
-            state.best_weights = copy.deepcopy(stage.model.state_dict())
+            state.best_weights = self._weights(stage)
 
     def on_epoch_end(self, stage: Stage, state: LoopState, end: EpochEnd) -> None:
         verdict = self.task.compare(end.scores, state.best_val)
         if verdict >= 0:
             state.best_val, state.best_epoch = end.scores, state.epoch
-            state.best_weights = copy.deepcopy(stage.model.state_dict())
+            state.best_weights = self._weights(stage)
         state.bad_epochs = 0 if verdict > 0 else state.bad_epochs + 1
 
     def on_stage_end(self, stage: Stage, state: LoopState) -> None:
         self.accelerator.unwrap_model(stage.model).load_state_dict(state.best_weights)
+
+    def _weights(self, stage: Stage) -> dict:
+        """A copy of the bare model's weights (under DDP, not the wrapper's "module." keys)."""
+        return copy.deepcopy(self.accelerator.unwrap_model(stage.model).state_dict())
 
 
 class EarlyStopping(Callback):

@@ -46,7 +46,9 @@ class RefineStage(Stage):
         loader = DataLoader(TensorDataset(*tensors), batch_size=cfg.batch_size, shuffle=True, generator=gen)
         optimizer = build_optimizer(accelerator.unwrap_model(model), cfg.lr, cfg.head_lr,
                                     cfg.weight_decay)
-        steps = cfg.epochs * len(loader)
+        # optimizer steps per process: the prepared loader gives each of N processes every
+        # N-th batch (the last ones padded), so the schedule spans ceil(batches / N) per epoch
+        steps = cfg.epochs * -(-len(loader) // accelerator.num_processes)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_factor(steps, cfg.warmup, cfg.schedule))
         self.optimizer, self.loader = accelerator.prepare(optimizer, loader)
@@ -66,8 +68,12 @@ class RefineStage(Stage):
         for value, n in losses:
             total += value * n
             count += n
+        if self.accelerator.num_processes > 1:  # the log holds the mean over every rank's samples
+            from .distributed import global_mean_loss
+
+            total, count = global_mean_loss(self.accelerator, total, count)
         x_va, y_va = self.val
-        raw = predict_outputs(self.model, x_va, self.eval_batch, self.accelerator)
+        raw = predict_outputs(self.model, x_va, self.eval_batch, self.accelerator, shard=True)
         w = () if self.val_weight is None else (self.val_weight,)
         val_loss = float(self.task.loss(torch.from_numpy(raw), torch.from_numpy(y_va),
                                         *(torch.from_numpy(v) for v in w)))

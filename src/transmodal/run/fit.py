@@ -91,7 +91,17 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
                  lora_dropout=cfg.lora_dropout)
     trainable, total = count_parameters(model)
     accelerator, precision = make_accelerator(cfg.device, cfg.precision)
+    from ..engine.distributed import check_resume_processes
+
+    check_resume_processes(ckpt, accelerator, str(resume))
     t_build = time.perf_counter() - t0
+
+    from ..engine.trackers import tracker_callbacks  # --report-to: checked before any file is written
+
+    trackers = tracker_callbacks(cfg.report_to, None if out is None else Path(out),
+                                 {**cfg.to_dict(), "data": cfg.data or ds.name, "task": task.name},
+                                 accelerator.is_main_process)
+    callbacks = [*callbacks, *trackers]
 
     # only the main process writes the run folder (the others train, and log nothing)
     folder = RunFolder(Path(out)) if out is not None and accelerator.is_main_process else None
@@ -102,7 +112,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         folder.write_config({**cfg.to_dict(), "data": cfg.data or ds.name, "task": task.name,
                              "precision": precision})
     log = folder.log if folder is not None else (lambda rec: None)
-    checkpointer = Checkpointer(folder.path, cfg.checkpoint_every, fingerprint) if folder else None
+    checkpointer = (Checkpointer(folder.path, cfg.checkpoint_every, fingerprint, accelerator.num_processes)
+                    if folder else None)
 
     model = accelerator.prepare(model)  # once, for every stage
 
@@ -136,7 +147,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     run._accelerator = accelerator
     metrics = {"val": {k: v for k, v in (state.best_val or {}).items() if k != "loss"}}
     if ds.x_test is not None:
-        raw = predict_outputs(model, x_te, cfg.batch_size * 2, accelerator)
+        raw = predict_outputs(model, x_te, cfg.batch_size * 2, accelerator, shard=True)
         metrics["test"] = task.score(ds.y_test, task.decode(raw))
     summary = {
         "task": task.name, "data": cfg.data or ds.name, "body": cfg.body, "align": cfg.align,
@@ -165,6 +176,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     summary["times"] = {"data": t_data, "build": t_build, "align": t_align, "refine": t_refine,
                         "total": time.perf_counter() - t_start}
     run.summary = summary
+    for tracker in trackers:
+        tracker.finish(summary)
     if folder is not None:
         folder.write_summary(summary)  # its presence marks the run complete
         from ..report import write_report
@@ -222,7 +235,7 @@ def resolve_config(config: FitConfig | dict | str | Path | None, data: Any,
     return FitConfig.from_dict(base)
 
 
-RESUME_FREE = ("device",)  # options a resume may change (results then may differ in the last bits)
+RESUME_FREE = ("device", "report_to")  # options a resume may change (device: results may differ in the last bits)
 
 
 def resume_config(run_dir: str | Path, data: Any, out: Any, config: Any, overwrite: bool,

@@ -84,6 +84,9 @@ def plot_history(trials: list[Any], path: Path, metric: str, higher: bool) -> st
     if pruned:
         xs, ys = zip(*pruned)
         ax.scatter(xs, ys, s=18, marker="x", color="grey", label="pruned (last epoch reported)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel(f"validation {metric}")
     ax.set_title("optimisation history")

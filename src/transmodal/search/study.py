@@ -76,6 +76,9 @@ def search(data: Any = None, *, trials: int, out: str | Path | None = None,
     else:
         fixed.pop("data", None)
     cfg = FitConfig.from_dict(fixed)  # the fixed options are checked once, here
+    from ..engine.trackers import tracker_callbacks
+
+    tracker_callbacks(cfg.report_to, None, {}, main_process=False)  # trials have no run folder
     sp = (check_space(space, "search space", fixed) if isinstance(space, dict)
           else load_space(space, fixed))
     if not sp:
