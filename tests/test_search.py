@@ -26,11 +26,8 @@ FAST = dict(epochs=2, batch_size=8, max_tokens=16, progress=False)
 
 
 @pytest.fixture
-def npz(toy_series, tmp_path):
-    x, y = toy_series
-    path = tmp_path / "toy.npz"
-    np.savez(path, x_train=x[:30], y_train=y[:30], x_test=x[30:], y_test=y[30:])
-    return path
+def npz(toy_npz):
+    return toy_npz
 
 
 @pytest.fixture

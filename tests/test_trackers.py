@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 
 import transmodal
@@ -81,16 +80,13 @@ def test_bad_report_to_is_one_line(value, message, tmp_path, capsys):
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
-def test_tracker_extra_not_installed_is_one_line(tiny_bodies, toy_series, tmp_path, monkeypatch, capsys):
+def test_tracker_extra_not_installed_is_one_line(tiny_bodies, toy_npz, tmp_path, monkeypatch, capsys):
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "tensorboard" else real(name, *a))
-    x, y = toy_series
-    npz = tmp_path / "toy.npz"
-    np.savez(npz, x_train=x, y_train=y)
-    rc = main(["fit", "--data", str(npz), "--body", tiny_bodies["bert"], "--epochs", "1",
+    rc = main(["fit", "--data", str(toy_npz), "--body", tiny_bodies["bert"], "--epochs", "1",
                "--report-to", "tensorboard", "--out", str(tmp_path / "run"), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1
