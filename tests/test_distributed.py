@@ -89,6 +89,44 @@ def test_two_processes_match_one_with_the_same_global_batch(no_dropout_bert, npz
             assert sb["metrics"][split][key] == pytest.approx(value, **TOLERANCE), (split, key)
 
 
+def _torchrun(args, env, **kw):
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc-per-node", "2", "-m", "transmodal.cli", "fit", *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.mark.slow  # three 2-process launches: ~2-3 min on 2 busy cores
+def test_two_process_run_killed_then_resumed_is_bit_identical(no_dropout_bert, npz40, tmp_path):
+    import time
+
+    import psutil
+
+    args = ["--data", str(npz40), "--body", no_dropout_bert, "--epochs", "6", "--max-tokens", "16",
+            "--lr", "1e-3", "--head-lr", "1e-2", "--device", "cpu", "--quiet", "--checkpoint-every", "1",
+            "--batch-size", "8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    run, ref = tmp_path / "run", tmp_path / "ref"
+    proc = _torchrun([*args, "--out", str(run)], env)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        log = run / "metrics.jsonl"
+        if log.exists() and len(log.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    for child in psutil.Process(proc.pid).children(recursive=True):  # the ranks, then torchrun
+        child.kill()
+    proc.kill()
+    proc.wait()
+    assert not (run / "summary.json").exists() and (run / "checkpoint" / "checkpoint.pt").exists()
+    resumed = _torchrun(["--resume", str(run), "--quiet"], env)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-3000:]
+    whole = _torchrun([*args, "--out", str(ref)], env)
+    assert whole.wait(timeout=600) == 0, whole.stderr.read()[-3000:]
+    assert _records(run) == [{**r, "seconds": x["seconds"]} for r, x in zip(_records(ref), _records(run))]
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (run, ref))
+    assert a["metrics"] == b["metrics"] and a["resumed_from"]["stage"] == "refine"
+
+
 def test_a_launch_without_process_group_is_refused(monkeypatch):
     lonely = SimpleNamespace(num_processes=1, distributed_type="DistributedType.NO")
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -118,6 +118,7 @@ def _space_file(tmp_path):
 @pytest.mark.parametrize("extra, message", [
     (["--workers", "0"], "--workers must be at least 1"),
     (["--trials", "0"], "--trials must be at least 1"),
+    (["--pruner", "sometimes"], "unknown pruner 'sometimes'"),
     (["--storage", "postgresql://u@127.0.0.1:1/db"], "cannot be opened"),
     (["--storage", "postgresql://u@host:notaport/db"], "cannot be parsed"),
     (["--storage", "redis://localhost"], "unknown scheme 'redis'"),
@@ -139,6 +140,7 @@ def test_bad_input_is_one_line(extra, message, npz, tiny_bodies, tmp_path, capsy
     err = capsys.readouterr().err
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err
+    assert not (tmp_path / "s").exists()  # nothing written
 
 
 def test_every_option_fixed_leaves_nothing_to_search(npz, tmp_path, capsys):

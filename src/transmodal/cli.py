@@ -117,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TransmodalError as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike: one line
+            print(f"error: {e}", file=sys.stderr)
         return 2
     except (RuntimeError, MemoryError) as e:
         if args.debug or not _is_oom(e):

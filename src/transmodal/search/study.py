@@ -84,16 +84,16 @@ def search(data: Any = None, *, trials: int, out: str | Path | None = None,
     if not sp:
         raise ConfigError("nothing to search: every option of the search space is fixed by the "
                           "command line or --config; drop one, or give a --space")
+    _make_pruner(pruner, cfg.epochs)  # an unknown pruner is refused before any work
     metric, higher = _primary(data, cfg)
     folder = Path(out) if out is not None else _default_out(data)
-    folder.mkdir(parents=True, exist_ok=True)
     where = locator(storage, folder)
-    st = open_storage(where)
+    st = open_storage(where)  # a bad URL is refused before the search folder is made
     _prepare_study(optuna, st, study, metric, higher, data)
+    folder.mkdir(parents=True, exist_ok=True)
     spec = SearchSpec(data=data, fixed=fixed, space=sp, where=where, study=study, metric=metric,
                       higher=higher, seed=cfg.seed, timeout=timeout, progress=progress,
                       pruner=pruner, max_epochs=cfg.epochs)
-    _make_pruner(pruner, cfg.epochs)  # an unknown pruner is refused before any work
     run_workers(spec, trials, workers)
     from .output import write_outputs
 
