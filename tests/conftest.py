@@ -70,3 +70,12 @@ def toy_series():
     y = np.array([0, 1] * (n // 2))
     x = np.where(y[:, None] == 0, np.sin(t), np.sign(np.sin(t))) + 0.3 * rng.normal(size=(n, length))
     return x.astype(np.float32), y
+
+
+@pytest.fixture
+def toy_npz(toy_series, tmp_path):
+    """toy_series as an .npz file: 30 training and 10 test series."""
+    x, y = toy_series
+    path = tmp_path / "toy.npz"
+    np.savez(path, x_train=x[:30], y_train=y[:30], x_test=x[30:], y_test=y[30:])
+    return path

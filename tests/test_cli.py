@@ -7,11 +7,8 @@ from transmodal.cli import main
 
 
 @pytest.fixture
-def npz(tmp_path, toy_series):
-    x, y = toy_series
-    path = tmp_path / "toy.npz"
-    np.savez(path, x_train=x[:30], y_train=y[:30], x_test=x[30:], y_test=y[30:])
-    return path
+def npz(toy_npz):
+    return toy_npz
 
 
 def _fit(tiny_bodies, npz, out, *extra):

@@ -1,4 +1,4 @@
-"""Command line: ``transmodal fit | evaluate | predict | report | demo | info | bench``.
+"""Command line: ``transmodal fit | search | evaluate | predict | report | demo | info | bench``.
 
 Errors a user can cause print one line (``error: ...``) and exit with code 2; ``--debug``
 shows the traceback instead.
@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--merge", action="store_true", help="--tune lora: also write RUN/model_merged, "
                    "the adapters folded into the base weights (a plain model for inference)")
     _add_fit_options(f)
+
+    _add_search_parser(sub)
 
     e = sub.add_parser("evaluate", help="score a finished run on labelled data", allow_abbrev=False)
     e.add_argument("run", help="run folder")
@@ -185,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TransmodalError as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike: one line
+            print(f"error: {e}", file=sys.stderr)
         return 2
     except (RuntimeError, MemoryError) as e:
         if args.debug or not _is_oom(e):
@@ -225,7 +228,46 @@ def cmd_fit(args: argparse.Namespace) -> int:
     out = args.out or _default_out(str(data))
     run = fit(data, out=out, config=base, overwrite=args.overwrite, progress=not args.quiet,
               merge=args.merge, **options)
-    _print_summary(run.summary, out)
+    if getattr(getattr(run, "_accelerator", None), "is_main_process", True):  # one report per launch
+        _print_summary(run.summary, out)
+    return 0
+
+
+def _add_search_parser(sub: Any) -> None:
+    s = sub.add_parser("search", help="hyper-parameter search of fit options (Optuna)")
+    s.add_argument("--data", help=_describe("data"))
+    s.add_argument("--trials", type=int, required=True, help="trials this command runs (over its workers)")
+    s.add_argument("--out", help="search folder (default searches/<data>-<time>)")
+    s.add_argument("--space", help="YAML file of option: {low, high[, log, step]} or [choices]; "
+                   "replaces the default space (lr, head_lr, align_epochs, tune, max_tokens)")
+    s.add_argument("--storage", help="journal file path (default OUT/journal.log), sqlite:///PATH, "
+                   "or postgresql:// / mysql:// URL for workers on several machines")
+    s.add_argument("--study", default="transmodal", help="study name in the storage (default "
+                   "transmodal); an existing study is continued")
+    s.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    s.add_argument("--timeout", type=float, help="seconds after which workers start no new trial")
+    s.add_argument("--pruner", default="hyperband", help="hyperband (default) | median | none")
+    s.add_argument("--config", help="YAML file of fixed fit options; the command line overrides it")
+    s.add_argument("--quiet", action="store_true", help="no line per trial")
+    _add_fit_options(s)  # any fit option: fixed in every trial (and taken out of the space)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search import search
+
+    options = {name: getattr(args, name) for name in fit_option_names()}
+    summary = search(args.data, trials=args.trials, out=args.out, space=args.space,
+                     storage=args.storage, study=args.study, workers=args.workers,
+                     timeout=args.timeout, config=args.config, progress=not args.quiet,
+                     pruner=args.pruner, **options)
+    counts = ", ".join(f"{n} {k}" for k, n in summary["trials"].items())
+    print(f"study {summary['study']}: {counts}; {summary['wall_s']:.1f} s with "
+          f"{summary['workers']} worker(s)")
+    if "best" in summary:
+        b = summary["best"]
+        print(f"best: trial {b['trial']}, validation {summary['metric']} {b['value']:.4f}")
+        print(f"best configuration: {summary['best_config']}")
+    print(f"search folder: {summary['folder']}")
     return 0
 
 
@@ -534,9 +576,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return module.main(args.rest) or 0
 
 
-COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "zeroshot": cmd_zeroshot, "retrieve": cmd_retrieve, "report": cmd_report,
-            "demo": cmd_demo, "info": cmd_info, "bench": cmd_bench}
+COMMANDS = {"fit": cmd_fit, "search": cmd_search, "evaluate": cmd_evaluate,
+            "predict": cmd_predict, "zeroshot": cmd_zeroshot, "retrieve": cmd_retrieve,
+            "report": cmd_report, "demo": cmd_demo, "info": cmd_info, "bench": cmd_bench}
 
 
 if __name__ == "__main__":

@@ -119,12 +119,13 @@ class FitConfig:
     descriptions: str | None = option(None, "contrastive: YAML file mapping each label to a "
                                       "description (or a list of them), used instead of templates")
     embed_dim: int = option(256, "contrastive: size of the shared embedding space")
-
-
     # fast: under a second on data of the bench's size; MiniRocket takes seconds (and aeon)
     baselines: str = option("fast", "cheap baselines scored on the test split beside the model "
                             "(summary.json): fast = linear + 1-NN, all = also MiniRocket "
                             "(series), none", choices="|".join(BASELINE_CHOICES), group="run")
+    report_to: str = option("none", "experiment trackers (main process only; optional extras): none "
+                            "or a comma list of tensorboard (RUN/tensorboard), mlflow "
+                            "($MLFLOW_TRACKING_URI, default sqlite:///RUN/mlflow.db)", group="run")
     extra: dict[str, Any] = field(default_factory=dict)  # reserved; must stay empty
 
     def __post_init__(self) -> None:
@@ -139,13 +140,14 @@ class FitConfig:
         _choice("on_nan", self.on_nan, ON_NAN_CHOICES)
         _choice("schedule", self.schedule, SCHEDULE_CHOICES)
         self._check_text_options()
-
-
         _choice("baselines", self.baselines, BASELINE_CHOICES)
         if self.id_column is not None and self.id_column == self.label_column:
             raise ConfigError(f"--id-column and --label-column are both {self.id_column!r}; "
                               "a column is either the ids or the labels")
         parse_tune(self.tune)
+        from .engine.trackers import parse_report_to
+
+        parse_report_to(self.report_to)
         self._check_image_options()
         if self.align != "none" and self.tune == "scratch":
             raise ConfigError(

@@ -50,7 +50,7 @@ def source_reference(body: Body, body_path: str, source: str = "default",
         raise ConfigError(f"a {body.family} body has no source reference to align to; use --align none")
     xs, ys = build(body, body_path, source, max_points, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # per process: search workers share the cache
     np.savez(tmp, xs=xs.numpy(), ys=ys.numpy())
     os.replace(tmp, path)
     return xs, ys

@@ -87,7 +87,7 @@ class AlignStage(Stage):
 def align(model: nn.Module, x: np.ndarray, labels: np.ndarray, cfg: FitConfig, body_path: str,
           accelerator: Any, log: Callable[[dict[str, Any]], None] | None = None,
           progress: bool = True, checkpointer=None, resume: dict[str, Any] | None = None,
-          ) -> dict[str, Any]:
+          callbacks: Any = ()) -> dict[str, Any]:
     """Run ``cfg.align_epochs`` epochs of embedder alignment; returns the stage's record.
 
     The record holds the per-epoch distances and the target/source features before and after
@@ -109,7 +109,8 @@ def align(model: nn.Module, x: np.ndarray, labels: np.ndarray, cfg: FitConfig, b
     with torch.no_grad():  # "before" is only meaningful for a stage started from scratch
         before = target_features(inner, xt_all).cpu() if state.epoch == 0 else None
     callbacks = standard_callbacks(accelerator=accelerator, on_nan=cfg.on_nan,
-                                   checkpointer=checkpointer, log=log, progress=progress)
+                                   checkpointer=checkpointer, log=log, progress=progress,
+                                   extra=callbacks)
     state = run_stage(stage, state, accelerator, callbacks)
     for p, flag in body_flags:
         p.requires_grad_(flag)

@@ -82,17 +82,21 @@ class BestEpoch(Callback):
 
     def on_stage_begin(self, stage: Stage, state: LoopState, start: int) -> None:
         if state.best_weights is None:  # a resume brings the best weights of its checkpoint
-            state.best_weights = copy.deepcopy(stage.model.state_dict())
+            state.best_weights = self._weights(stage)
 
     def on_epoch_end(self, stage: Stage, state: LoopState, end: EpochEnd) -> None:
         verdict = self.task.compare(end.scores, state.best_val)
         if verdict >= 0:
             state.best_val, state.best_epoch = end.scores, state.epoch
-            state.best_weights = copy.deepcopy(stage.model.state_dict())
+            state.best_weights = self._weights(stage)
         state.bad_epochs = 0 if verdict > 0 else state.bad_epochs + 1
 
     def on_stage_end(self, stage: Stage, state: LoopState) -> None:
         self.accelerator.unwrap_model(stage.model).load_state_dict(state.best_weights)
+
+    def _weights(self, stage: Stage) -> dict:
+        """A copy of the bare model's weights (under DDP, not the wrapper's "module." keys)."""
+        return copy.deepcopy(self.accelerator.unwrap_model(stage.model).state_dict())
 
 
 class EarlyStopping(Callback):
@@ -157,9 +161,11 @@ class Checkpoint(Callback):
 
 def standard_callbacks(*, accelerator: Any, on_nan: str, checkpointer: Any = None,
                        log: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
-                       task: Any = None, patience: int = 0) -> list[Callback]:
+                       task: Any = None, patience: int = 0, extra: Sequence[Callback] = ()
+                       ) -> list[Callback]:
     """The callbacks of a fit stage, in the order they must run. ``task`` adds model selection
-    on its primary metric (and early stopping after ``patience`` epochs without a gain)."""
+    on its primary metric (and early stopping after ``patience`` epochs without a gain);
+    ``extra`` (trackers, a search's pruning) run last, after the epoch is logged and saved."""
     main = accelerator.is_main_process
     cbs: list[Callback] = []
     if task is not None:
@@ -172,4 +178,5 @@ def standard_callbacks(*, accelerator: Any, on_nan: str, checkpointer: Any = Non
     if checkpointer is not None and main:
         cbs.append(Checkpoint(checkpointer, accelerator))
     cbs.append(NonFiniteGuard(on_nan, checkpointer))
+    cbs.extend(extra)
     return cbs

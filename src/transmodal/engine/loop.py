@@ -162,8 +162,15 @@ def run_stage(stage: Stage, state: LoopState, accelerator, callbacks: Sequence[A
 
 
 @torch.no_grad()
-def predict_outputs(model: nn.Module, x: np.ndarray, batch_size: int, accelerator) -> np.ndarray:
-    """Raw model outputs (logits / standardised values) for preprocessed x, in batches."""
+def predict_outputs(model: nn.Module, x: np.ndarray, batch_size: int, accelerator,
+                    shard: bool = False) -> np.ndarray:
+    """Raw model outputs (logits / standardised values) for preprocessed x, in batches.
+    ``shard``: called by every process at once (validation, test scores), so with several
+    processes each predicts a shard and all gather (``distributed.py``)."""
+    if shard and accelerator.num_processes > 1:
+        from .distributed import predict_sharded
+
+        return predict_sharded(model, x, batch_size, accelerator)
     model.eval()
     outs = []
     for i in range(0, len(x), max(1, batch_size)):

@@ -52,7 +52,11 @@ def make_accelerator(device: str, precision: str):
     if precision == "auto":
         precision = "bf16" if (not use_cpu and torch.cuda.is_bf16_supported()) else "fp32"
     mixed = "bf16" if precision == "bf16" else "no"
-    return Accelerator(cpu=use_cpu, mixed_precision=mixed), precision
+    accelerator = Accelerator(cpu=use_cpu, mixed_precision=mixed)
+    from .distributed import check_process_group
+
+    check_process_group(accelerator)  # WORLD_SIZE > 1 with no process group: refused
+    return accelerator, precision
 
 
 def lr_factor(total_steps: int, warmup_fraction: float, schedule: str = "cosine"

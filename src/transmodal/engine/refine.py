@@ -46,7 +46,9 @@ class RefineStage(Stage):
         loader = DataLoader(TensorDataset(*tensors), batch_size=cfg.batch_size, shuffle=True, generator=gen)
         optimizer = build_optimizer(accelerator.unwrap_model(model), cfg.lr, cfg.head_lr,
                                     cfg.weight_decay)
-        steps = cfg.epochs * len(loader)
+        # optimizer steps per process: the prepared loader gives each of N processes every
+        # N-th batch (the last ones padded), so the schedule spans ceil(batches / N) per epoch
+        steps = cfg.epochs * -(-len(loader) // accelerator.num_processes)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_factor(steps, cfg.warmup, cfg.schedule))
         self.optimizer, self.loader = accelerator.prepare(optimizer, loader)
@@ -66,8 +68,12 @@ class RefineStage(Stage):
         for value, n in losses:
             total += value * n
             count += n
+        if self.accelerator.num_processes > 1:  # the log holds the mean over every rank's samples
+            from .distributed import global_mean_loss
+
+            total, count = global_mean_loss(self.accelerator, total, count)
         x_va, y_va = self.val
-        raw = predict_outputs(self.model, x_va, self.eval_batch, self.accelerator)
+        raw = predict_outputs(self.model, x_va, self.eval_batch, self.accelerator, shard=True)
         w = () if self.val_weight is None else (self.val_weight,)
         val_loss = float(self.task.loss(torch.from_numpy(raw), torch.from_numpy(y_va),
                                         *(torch.from_numpy(v) for v in w)))
@@ -87,12 +93,13 @@ def refine(model: nn.Module, task: Any, train: tuple[np.ndarray, np.ndarray],
            val: tuple[np.ndarray, np.ndarray], val_true: np.ndarray, cfg: Any, accelerator: Any,
            log: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
            checkpointer: Any = None, resume: dict[str, Any] | None = None,
-           weights: tuple[np.ndarray, np.ndarray] | None = None) -> LoopState:
+           weights: tuple[np.ndarray, np.ndarray] | None = None, callbacks: Any = ()) -> LoopState:
     """Run the refine stage; the model ends with the best validation epoch's weights.
 
     ``resume`` (a loaded ``"refine"`` checkpoint) continues from it exactly: same batches,
     dropout masks and optimizer state as without the break. ``weights``: (training,
-    validation) sample weights, or None (see :class:`RefineStage`).
+    validation) sample weights, or None (see :class:`RefineStage`). ``callbacks``: more
+    callbacks after the standard ones (trackers, pruning).
     """
     from .callbacks import standard_callbacks
     from .loop import run_stage, start_state
@@ -101,5 +108,5 @@ def refine(model: nn.Module, task: Any, train: tuple[np.ndarray, np.ndarray],
     state = start_state(stage, accelerator, resume)  # last: it puts back the RNG states
     callbacks = standard_callbacks(accelerator=accelerator, on_nan=cfg.on_nan,
                                    checkpointer=checkpointer, log=log, progress=progress,
-                                   task=task, patience=cfg.patience)
+                                   task=task, patience=cfg.patience, extra=callbacks)
     return run_stage(stage, state, accelerator, callbacks)

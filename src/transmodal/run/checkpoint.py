@@ -31,6 +31,7 @@ metrics        the text of ``RUN/metrics.jsonl`` when the checkpoint was written
                rewrites the file with it, so epochs logged after the checkpoint are dropped
                (and logged again) instead of duplicated
 fingerprint    hash of the data (see :func:`data_fingerprint`); a resume refuses other data
+processes      how many processes trained (absent before: 1); a resume needs as many
 =============  ===========================================================================
 
 API (stage-generic; the one training loop, ``engine/loop.py``, uses it through its checkpoint
@@ -252,8 +253,10 @@ def restore(ckpt: Mapping[str, Any], *, model: torch.nn.Module, optimizer=None, 
 class Checkpointer:
     """Writes and reads ``RUN/checkpoint/checkpoint.pt`` for every stage of one run."""
 
-    def __init__(self, run_dir: str | Path, every: int = 0, fingerprint: str = "") -> None:
+    def __init__(self, run_dir: str | Path, every: int = 0, fingerprint: str = "",
+                 processes: int = 1) -> None:
         self.run_dir = Path(run_dir)
+        self.processes = int(processes)  # a resume must have as many (engine/distributed.py)
         self.every = max(0, int(every))  # 0: automatic
         self.fingerprint = fingerprint
         self.last: tuple[str, int] | None = None  # (stage, epoch) of the last good checkpoint
@@ -309,6 +312,7 @@ class Checkpointer:
             "rng": rng_state(generators),
             "metrics": metrics.read_text() if metrics.exists() else "",
             "fingerprint": self.fingerprint,
+            "processes": self.processes,
         }
         save(self.path, payload)
         self.last = (stage, int(epoch))

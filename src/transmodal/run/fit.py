@@ -31,7 +31,7 @@ from .run import Run
 
 def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | dict | str | Path | None = None,
         overwrite: bool = False, progress: bool = True, resume: str | Path | None = None,
-        merge: bool = False, sample_weight: Any = None, **options: Any) -> Run:
+        merge: bool = False, sample_weight: Any = None, callbacks: Any = (), **options: Any) -> Run:
     """Fit a model on ``data`` and return the :class:`Run`.
 
     ``data`` is a spec string (``ucr:GunPoint``, ``file.npz``, ``file.csv``, ``folder:PATH``),
@@ -44,6 +44,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     adapters folded into the base weights (:meth:`Run.merge`); ``RUN/model/`` keeps the adapters.
     ``sample_weight`` (one non-negative number per training sample) weights the refine stage's
     loss and the validation scores; weights that are all equal change nothing.
+    ``callbacks``: more training-loop callbacks for both stages (``engine/callbacks.py``), e.g.
+    a search's pruning.
     """
     t_start = time.perf_counter()
     ckpt = None
@@ -105,7 +107,17 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
                  lora_dropout=cfg.lora_dropout)
     trainable, total = count_parameters(model)
     accelerator, precision = make_accelerator(cfg.device, cfg.precision)
+    from ..engine.distributed import check_resume_processes
+
+    check_resume_processes(ckpt, accelerator, str(resume))
     t_build = time.perf_counter() - t0
+
+    from ..engine.trackers import tracker_callbacks  # --report-to: checked before any file is written
+
+    trackers = tracker_callbacks(cfg.report_to, None if out is None else Path(out),
+                                 {**cfg.to_dict(), "data": cfg.data or ds.name, "task": task.name},
+                                 accelerator.is_main_process)
+    callbacks = [*callbacks, *trackers]
 
     # only the main process writes the run folder (the others train, and log nothing)
     folder = RunFolder(Path(out)) if out is not None and accelerator.is_main_process else None
@@ -115,7 +127,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         folder.start({**cfg.to_dict(), "data": cfg.data or ds.name, "task": task.name,
                       "precision": precision}, overwrite=overwrite)
     log = folder.log if folder is not None else (lambda rec: None)
-    checkpointer = Checkpointer(folder.path, cfg.checkpoint_every, fingerprint) if folder else None
+    checkpointer = (Checkpointer(folder.path, cfg.checkpoint_every, fingerprint, accelerator.num_processes)
+                    if folder else None)
 
     model = accelerator.prepare(model)  # once, for every stage
 
@@ -130,7 +143,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         with memory_advice("align", cfg.batch_size):
             aligned = align(model, x_tr, labels, cfg, resolve_body_path(cfg.body), accelerator,
                             log=log, progress=progress, checkpointer=checkpointer,
-                            resume=ckpt if ckpt is not None and ckpt["stage"] == "align" else None)
+                            resume=ckpt if ckpt is not None and ckpt["stage"] == "align" else None,
+                            callbacks=callbacks)
     t_align = time.perf_counter() - t0
 
     # --- stage 2: refine
@@ -139,7 +153,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         state = refine(model, task, (x_tr, y_tr), (x_va, y_va), ds.y_train[va], cfg, accelerator,
                        log=log, progress=progress, checkpointer=checkpointer,
                        resume=ckpt if ckpt is not None and ckpt["stage"] == "refine" else None,
-                       weights=weights)
+                       weights=weights, callbacks=callbacks)
     model = accelerator.unwrap_model(model)
     t_refine = time.perf_counter() - t0
 
@@ -148,7 +162,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     run._accelerator = accelerator
     metrics = {"val": {k: v for k, v in (state.best_val or {}).items() if k != "loss"}}
     if ds.x_test is not None:
-        raw = predict_outputs(model, x_te, cfg.batch_size * 2, accelerator)
+        raw = predict_outputs(model, x_te, cfg.batch_size * 2, accelerator, shard=True)
         metrics["test"] = task.score(ds.y_test, task.decode(raw))
     t0 = time.perf_counter()
     baselines = {}
@@ -187,6 +201,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     summary["times"] = {"data": t_data, "build": t_build, "align": t_align, "refine": t_refine,
                         "baselines": t_baselines, "total": time.perf_counter() - t_start}
     run.summary = summary
+    for tracker in trackers:
+        tracker.finish(summary)
     if folder is not None:
         folder.write_summary(summary)  # its presence marks the run complete
         from ..report import write_report
@@ -272,7 +288,7 @@ def resolve_config(config: FitConfig | dict | str | Path | None, data: Any,
     return FitConfig.from_dict(base)
 
 
-RESUME_FREE = ("device",)  # options a resume may change (results then may differ in the last bits)
+RESUME_FREE = ("device", "report_to")  # options a resume may change (device: results may differ in the last bits)
 
 
 def resume_config(run_dir: str | Path, data: Any, out: Any, config: Any, overwrite: bool,

@@ -1,0 +1,165 @@
+"""Several processes (torchrun, gloo on CPU): one run folder written by the main process only,
+metrics equal to one process with the same global batch; refused launches and resumes."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import transmodal
+from transmodal.cli import main
+from transmodal.engine.distributed import check_process_group, check_resume_processes
+from transmodal.errors import CheckpointError, ConfigError
+from transmodal.run import checkpoint
+
+# 2 processes x batch 8 against 1 process x batch 16; the gradient average over two ranks and
+# the loss over one batch of 16 add the same numbers in another order: float32 rounding only
+TOLERANCE = dict(rel=1e-5, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def no_dropout_bert(tmp_path_factory, tiny_bodies):
+    """The tiny BERT without dropout: 2 ranks draw other dropout masks than 1 process would."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("bert0") / "bert"
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                         max_position_embeddings=64, hidden_dropout_prob=0.0,
+                         attention_probs_dropout_prob=0.0)).save_pretrained(folder)
+    for name in Path(tiny_bodies["bert"]).iterdir():  # the MiniLM tokenizer files
+        if "token" in name.name or name.name == "vocab.txt":
+            shutil.copy(name, folder / name.name)
+    return str(folder)
+
+
+@pytest.fixture
+def npz40(tmp_path):
+    """40 training series: 32 train + 8 validation, so 16 divides the training split."""
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 4 * np.pi, 48)
+    y = np.array([0, 1] * 30)
+    x = (np.where(y[:, None] == 0, np.sin(t), np.sign(np.sin(t))) + 0.3 * rng.normal(size=(60, 48)))
+    path = tmp_path / "toy.npz"
+    np.savez(path, x_train=x[:40].astype(np.float32), y_train=y[:40], x_test=x[40:].astype(np.float32),
+             y_test=y[40:])
+    return path
+
+
+def _records(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow  # two torchrun ranks import torch and transformers: ~1 min on 2 busy cores
+def test_two_processes_match_one_with_the_same_global_batch(no_dropout_bert, npz40, tmp_path):
+    common = ["--data", str(npz40), "--body", no_dropout_bert, "--epochs", "4", "--max-tokens", "16",
+              "--lr", "1e-3", "--head-lr", "1e-2", "--device", "cpu", "--quiet", "--checkpoint-every", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    two = tmp_path / "two"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node", "2", "-m", "transmodal.cli", "fit", *common,
+                           "--batch-size", "8", "--out", str(two)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("run folder:") == 1  # the main process reports, once
+    assert main(["fit", *common, "--batch-size", "16", "--out", str(tmp_path / "one")]) == 0
+    # one complete run folder, every file written once
+    for name in ("config.yaml", "summary.json", "model/model.safetensors", "report/index.html",
+                 "report/learning_curves.png"):
+        assert (two / name).is_file(), name
+    assert not (two / "checkpoint").exists() and not list(two.rglob("*.tmp"))
+    a, b = _records(tmp_path / "one"), _records(two)
+    assert [r["epoch"] for r in b] == [1, 2, 3, 4]  # no line logged twice
+    for ra, rb in zip(a, b):
+        assert rb["step"] == ra["step"] == 2 * ra["epoch"]  # 32 samples / global batch 16
+        for key in ("train_loss", "val_loss", "val_accuracy", "lr", "head_lr"):
+            assert rb[key] == pytest.approx(ra[key], **TOLERANCE), (ra["epoch"], key)
+    sa = json.loads((tmp_path / "one" / "summary.json").read_text())
+    sb = json.loads((two / "summary.json").read_text())
+    assert sb["best_epoch"] == sa["best_epoch"] and sb["n_train"] == sa["n_train"] == 32
+    for split in ("val", "test"):  # validation and test outputs gathered from both ranks
+        for key, value in sa["metrics"][split].items():
+            assert sb["metrics"][split][key] == pytest.approx(value, **TOLERANCE), (split, key)
+
+
+def _torchrun(args, env, **kw):
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc-per-node", "2", "-m", "transmodal.cli", "fit", *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.mark.slow  # three 2-process launches: ~2-3 min on 2 busy cores
+def test_two_process_run_killed_then_resumed_is_bit_identical(no_dropout_bert, npz40, tmp_path):
+    import time
+
+    import psutil
+
+    args = ["--data", str(npz40), "--body", no_dropout_bert, "--epochs", "6", "--max-tokens", "16",
+            "--lr", "1e-3", "--head-lr", "1e-2", "--device", "cpu", "--quiet", "--checkpoint-every", "1",
+            "--batch-size", "8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    run, ref = tmp_path / "run", tmp_path / "ref"
+    proc = _torchrun([*args, "--out", str(run)], env)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        log = run / "metrics.jsonl"
+        if log.exists() and len(log.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    for child in psutil.Process(proc.pid).children(recursive=True):  # the ranks, then torchrun
+        child.kill()
+    proc.kill()
+    proc.wait()
+    assert not (run / "summary.json").exists() and (run / "checkpoint" / "checkpoint.pt").exists()
+    resumed = _torchrun(["--resume", str(run), "--quiet"], env)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-3000:]
+    whole = _torchrun([*args, "--out", str(ref)], env)
+    assert whole.wait(timeout=600) == 0, whole.stderr.read()[-3000:]
+    assert _records(run) == [{**r, "seconds": x["seconds"]} for r, x in zip(_records(ref), _records(run))]
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (run, ref))
+    assert a["metrics"] == b["metrics"] and a["resumed_from"]["stage"] == "refine"
+
+
+def test_a_launch_without_process_group_is_refused(monkeypatch):
+    lonely = SimpleNamespace(num_processes=1, distributed_type="DistributedType.NO")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="WORLD_SIZE=2 but this process joined no process group"):
+        check_process_group(lonely)
+    check_process_group(SimpleNamespace(num_processes=2, distributed_type="MULTI_CPU"))  # a real group
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    check_process_group(lonely)
+
+
+def test_resume_with_another_process_count_is_refused(tiny_bodies, npz40, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    real = checkpoint.Checkpointer.save
+
+    def stop_after_first(self, **kw):
+        real(self, **kw)
+        raise KeyboardInterrupt  # killed right after the first checkpoint
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", stop_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        transmodal.fit(str(npz40), out=run, body=tiny_bodies["bert"], epochs=3, batch_size=8,
+                       max_tokens=16, checkpoint_every=1, progress=False)
+    monkeypatch.undo()
+    path = run / "checkpoint" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["processes"] == 1  # recorded by the run that wrote it
+    ckpt["processes"] = 2  # as if two processes had trained it
+    torch.save(ckpt, path)
+    assert main(["fit", "--resume", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "trained with 2 process(es) and this launch has 1; resume with 2" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (run / "summary.json").exists()
+    check_resume_processes({"stage": "refine"}, SimpleNamespace(num_processes=1), "RUN")  # older: 1
+    with pytest.raises(CheckpointError):
+        check_resume_processes({"processes": 1}, SimpleNamespace(num_processes=2), "RUN")
