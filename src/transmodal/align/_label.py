@@ -172,6 +172,25 @@ def _traces_points_points(pa: Tensor, pb: Tensor) -> Tensor:
     return torch.cat(out)
 
 
+def _traces_points_points_upper(p: Tensor) -> tuple[list[int], list[int], Tensor]:
+    """Pairs k < l of one set of classes given by padded centred points p (A, n, D):
+    (ks, ls, (P,) tr sqrt), as :func:`_traces_points_points` but for the A (A - 1) / 2
+    pairs only (the full grid would also solve the diagonal and each pair twice)."""
+    a, n, d = p.shape
+    ks, ls = torch.triu_indices(a, a, 1).tolist()
+    if not ks:
+        return [], [], p.new_zeros(0)
+    out = []
+    step = max(1, _CHUNK // max(1, n * max(n, d)))  # pairs per chunk
+    for i in range(0, len(ks), step):
+        kk, ll = ks[i:i + step], ls[i:i + step]
+        rows = torch.tensor(kk, device=p.device)
+        cols = torch.tensor(ll, device=p.device)
+        x = torch.bmm(p[rows], p[cols].mT)  # (g, n, n) = C_k C_l^T
+        out.append(_TraceSqrtPSD.apply(x @ x.mT))
+    return ks, ls, torch.cat(out)
+
+
 class _CovPointsTrace(torch.autograd.Function):
     """(K, B) sum(sqrt(eig(C_l S_k C_l^T))) for covariances S (K, D, D) and padded centred
     points C (B, n, D), all pairs batched, with a hand-written backward.
@@ -341,7 +360,14 @@ def _bures_traces(a: _Classes, b: _Classes, upper: bool) -> Tensor:
         t = t.index_put((rows, cols), vals)
         done[torch.tensor(ks)[:, None], torch.tensor(ls)[None, :]] = True
 
-    if small_a and small_b:
+    if small_a and small_b and upper:
+        ks, ls, vals = _traces_points_points_upper(_take(a.padded(), small_a))
+        if ks:
+            ks = [small_a[k] for k in ks]
+            ls = [small_a[l] for l in ls]
+            t = t.index_put((torch.tensor(ks, device=t.device), torch.tensor(ls, device=t.device)), vals)
+            done[torch.tensor(ks), torch.tensor(ls)] = True
+    elif small_a and small_b:
         put(small_a, small_b, _traces_points_points(_take(a.padded(), small_a), _take(b.padded(), small_b)))
     if large_a and small_b:
         put(large_a, small_b, _traces_cov_points(_take(a.covs(), large_a), _take(b.padded(), small_b)))
