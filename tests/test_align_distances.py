@@ -164,6 +164,126 @@ def test_gaussian_label_term_mixed_class_sizes():
             assert self_w[k, l].item() == pytest.approx(expected, rel=1e-6, abs=1e-9)
 
 
+def _large_classes(n_per, d, k, seed, rank=None, shift=0.0):
+    """k classes of n_per > d points (the D x D pair path); ``rank``: points in a subspace."""
+    g = np.random.default_rng(seed)
+    xs = []
+    for _ in range(k):
+        z = g.normal(size=(n_per, rank or d))
+        basis = g.normal(size=(rank or d, d))
+        xs.append(z @ basis * 0.7 + g.normal(size=d) + shift)
+    return np.concatenate(xs), np.repeat(np.arange(k), n_per)
+
+
+def test_float32_cross_pairs_of_large_classes_match_float64():
+    """Float32 features: the D x D eigenproblems of cross pairs run in float32; well
+    conditioned pairs stay within 1e-5 of float64, near-singular ones fall back to float64."""
+    xs, ys = _large_classes(40, 12, 3, seed=5)
+    xt, yt = _large_classes(30, 12, 2, seed=6, shift=0.4)
+    xt_low, yt_low = _large_classes(30, 12, 2, seed=7, rank=3)  # singular: must fall back
+    ys_t, yt_t, ytl_t = (torch.from_numpy(v) for v in (ys, yt, yt_low))
+    for target, labels, rel in ((xt, yt_t, 1e-5), (xt_low, ytl_t, 1e-12)):
+        x64, t64 = torch.from_numpy(xs), torch.from_numpy(target)
+        w64 = label_distances(x64, ys_t, t64, labels)
+        w32 = label_distances(x64.float().double().float(), ys_t, t64.float(), labels)
+        w64_same = label_distances(x64.float().double(), ys_t, t64.float().double(), labels)
+        torch.testing.assert_close(w32, w64_same, rtol=rel, atol=0.0)
+        for k in range(3):
+            for l in range(2):
+                expected = _bures_np(xs[ys == k], target[labels.numpy() == l])
+                assert w64[k, l].item() == pytest.approx(expected, rel=1e-7)
+
+
+def test_otdd_float32_large_classes_matches_pot_on_the_label_augmented_cost():
+    """The whole debiased OTDD on float32 features with classes above D points (float32 cross
+    pairs) against POT's sinkhorn2 on costs built from the closed-form W2 in float64."""
+    xs, ys = _large_classes(30, 8, 3, seed=8)
+    xt, yt = _large_classes(25, 8, 2, seed=9, shift=0.5)
+    ys_t, yt_t = torch.from_numpy(ys), torch.from_numpy(yt)
+    x_s, x_t = torch.from_numpy(xs).float(), torch.from_numpy(xt).float()
+    eps = 0.05 * float(2 * x_s.double().var(0, unbiased=False).sum())
+
+    def w(a, ya, b, yb):
+        return np.array([[0.0 if a is b and k == l else _bures_np(a[ya == k], b[yb == l])
+                          for l in np.unique(yb)] for k in np.unique(ya)])
+
+    def term(a, ya, b, yb):
+        a64, b64 = torch.from_numpy(a.astype(np.float32).astype(np.float64)), \
+            torch.from_numpy(b.astype(np.float32).astype(np.float64))
+        cost = torch.cdist(a64, b64) ** 2 + torch.from_numpy(w(a, ya, b, yb))[ya][:, yb]
+        return ot.sinkhorn2(_uniform(len(a)), _uniform(len(b)), cost, eps, method="sinkhorn",
+                            stopThr=1e-7, numItermax=100_000).item()
+
+    xs32, xt32 = xs.astype(np.float32).astype(np.float64), xt.astype(np.float32).astype(np.float64)
+    ref = (term(xs32, ys, xt32, yt) - 0.5 * term(xs32, ys, xs32, ys) - 0.5 * term(xt32, yt, xt32, yt))
+    ours = otdd(x_s, ys_t, x_t, yt_t, tol=1e-5)
+    assert ours.dtype == torch.float32
+    assert ours.item() == pytest.approx(ref, rel=1e-4)
+
+
+def test_large_pair_gradient_matches_finite_differences():
+    """Hand-written backward of the D x D pairs: target classes above D points on both
+    sides of the target self term (gradients through square roots and covariances)."""
+    xs, ys = _large_classes(12, 4, 2, seed=10)
+    xt, yt = _large_classes(9, 4, 3, seed=11, shift=0.3)
+    xs, ys, yt = torch.from_numpy(xs), torch.from_numpy(ys), torch.from_numpy(yt)
+
+    def fn(x):
+        return otdd(xs, ys, x, yt, objective="entropic", tol=1e-13, max_iter=100_000)
+
+    x0 = torch.from_numpy(xt)
+    x = x0.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(fn(x), x)
+    coords = [(0, 0), (5, 1), (13, 2), (20, 3), (26, 0)]
+    fd = _fd_grad(fn, x0, coords)
+    torch.testing.assert_close(torch.stack([grad[i, j] for i, j in coords]), fd, rtol=1e-5, atol=1e-7)
+
+
+def test_float32_large_pairs_value_close_to_float64_and_gradient_pairs_stay_float64(monkeypatch):
+    """Float32 features: value-only cross pairs use float32 eigenproblems (within 1e-5 of
+    their float64 fallback); pairs that need a gradient run in float64, so the gradient is
+    exactly the one of the all-float64 pairs."""
+    import transmodal.align._label as label_mod
+
+    xs, ys = _large_classes(40, 12, 3, seed=12)
+    xt, yt = _large_classes(30, 12, 2, seed=13, shift=0.4)
+    xs, ys, yt = torch.from_numpy(xs).float(), torch.from_numpy(ys), torch.from_numpy(yt)
+    spectrum = label_mod._float32_spectrum
+    calls = []
+    out = []
+    for force_float64 in (False, True):
+        if force_float64:
+            monkeypatch.setattr(label_mod, "_float32_spectrum",
+                                lambda lam: (*spectrum(lam)[:2], torch.ones(lam.shape[0], dtype=torch.bool)))
+        else:
+            monkeypatch.setattr(label_mod, "_float32_spectrum", lambda lam: calls.append(1) or spectrum(lam))
+        with torch.no_grad():
+            value = otdd(xs, ys, torch.from_numpy(xt).float(), yt, objective="entropic", tol=1e-6).item()
+        x = torch.from_numpy(xt).float().requires_grad_()
+        val = otdd(xs, ys, x, yt, objective="entropic", tol=1e-6)
+        val.backward()
+        out.append((value, val.item(), x.grad))
+    assert calls, "the value-only cross pairs should take the float32 path"
+    (v32, vg32, g32), (v64, vg64, g64) = out
+    assert v32 == pytest.approx(v64, rel=1e-5)
+    assert vg32 == vg64 and torch.equal(g32, g64)
+
+
+def test_symmetric_cost_fill_equals_the_full_product(monkeypatch):
+    import transmodal.align._otdd as otdd_mod
+
+    monkeypatch.setattr(otdd_mod, "_SYM_BLOCK", 7)  # several blocks and a ragged last one
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 5, generator=g, dtype=F64)
+    sq = (x * x).sum(1)[:, None]
+    left = torch.cat([-2 * x, sq, torch.ones_like(sq)], 1)
+    right = torch.cat([x, torch.ones_like(sq), sq], 1)
+    out = torch.empty(30, 30, dtype=F64)
+    otdd_mod._fill_symmetric(left, right, out)
+    torch.testing.assert_close(out, left @ right.T)
+    assert torch.equal(out[7:, :7], out[:7, 7:].T)
+
+
 def test_exact_label_term_matches_emd2():
     xs, ys, xt, yt = _data(n=24, m=18)
     w = label_distances(xs, ys, xt, yt, inner="exact")
