@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .align.objectives import alignment_names
@@ -257,6 +258,21 @@ class FitConfig:
         if f.default is not None and f.default is not False:
             text += f"; default {f.default}"
         return text
+
+
+def read_yaml(path: str | Path, missing: str) -> Any:
+    """The YAML document in ``path`` (None for an empty file); ``missing`` is the whole message
+    when there is no such file. Callers check the shape they need."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(missing)
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{path} is not valid YAML ({first})") from None
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:

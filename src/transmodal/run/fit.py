@@ -329,14 +329,9 @@ def resume_config(run_dir: str | Path, data: Any, out: Any, config: Any, overwri
 
 
 def read_yaml_config(path: Path) -> dict[str, Any]:
-    import yaml
+    from ..config import read_yaml
 
-    if not path.exists():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML ({e})") from None
+    values = read_yaml(path, f"config file {path} does not exist") or {}
     if not isinstance(values, dict):
         raise ConfigError(f"{path} must hold a mapping of option: value")
     return values

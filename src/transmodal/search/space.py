@@ -42,15 +42,10 @@ def load_space(path: str | Path | None, fixed: dict[str, Any] | None = None) -> 
     fixed = fixed or {}
     if path is None:
         return check_space(DEFAULT_SPACE, "the default search space", fixed)
-    import yaml
+    from ..config import read_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"search space {path} does not exist; pass a YAML file of option: range")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"search space {path} is not valid YAML ({_one_line(e)})") from None
+    raw = read_yaml(path, f"search space {path} does not exist; pass a YAML file of option: range")
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"search space {path} must be a non-empty mapping of option: range, e.g. "
                           "'lr: {low: 1.0e-5, high: 1.0e-3, log: true}'")
@@ -129,10 +124,6 @@ def _check_value(name: str, value: Any, where: str, fixed: dict[str, Any]) -> No
 def _scalar(hint: Any) -> type:
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if args else hint
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())
 
 
 def sample(trial: Any, space: dict[str, Any]) -> dict[str, Any]:

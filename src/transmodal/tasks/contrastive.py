@@ -99,30 +99,24 @@ def check_templates(templates: list[str]) -> None:
 
 def read_templates(path: str) -> list[str]:
     """One template per non-empty line of a text file, or a YAML list."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"--templates-file {path} does not exist")
-    if p.suffix in (".yaml", ".yml"):
-        import yaml
+    from ..config import read_yaml
 
-        values = yaml.safe_load(p.read_text())
+    p = Path(path)
+    if p.suffix in (".yaml", ".yml"):
+        values = read_yaml(p, f"--templates-file {path} does not exist")
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             raise ConfigError(f"{path} must hold a YAML list of template strings")
         return values
+    if not p.is_file():
+        raise ConfigError(f"--templates-file {path} does not exist")
     return [line.strip() for line in p.read_text().splitlines() if line.strip()]
 
 
 def read_descriptions(path: str) -> dict[str, list[str]]:
     """YAML ``label: description`` or ``label: [description, ...]`` (a class may have several)."""
-    import yaml
+    from ..config import read_yaml
 
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"--descriptions {path} does not exist")
-    try:
-        values = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML ({e})") from None
+    values = read_yaml(path, f"--descriptions {path} does not exist")
     if not isinstance(values, dict):
         raise ConfigError(f"{path} must map each label to a description (or a list of them)")
     out = {}

@@ -18,6 +18,7 @@ PEFT's ``register_peft_method``); nothing outside the family's file looks at its
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from typing import Any, ClassVar
 
 import torch
@@ -26,7 +27,7 @@ from torch import nn
 from ...errors import ConfigError
 
 
-class Body(nn.Module):
+class Body(nn.Module, metaclass=ABCMeta):
     family: ClassVar[str]  # registry key, stored in model.json (spec.body_kind)
     names: ClassVar[tuple[str, ...]] = ()  # exact --body names this family serves
     model_types: ClassVar[tuple[str, ...]] = ()  # transformers ``model_type`` values it serves
@@ -39,14 +40,14 @@ class Body(nn.Module):
 
     # ------------------------------------------------------------------ building
     @classmethod
+    @abstractmethod
     def load(cls, name: str, pretrained: bool = True, attention_dropout: float | None = 0.0) -> "Body":
         """Pretrained weights for ``name`` (or the same architecture randomly initialised)."""
-        raise NotImplementedError
 
     @classmethod
+    @abstractmethod
     def rebuild(cls, spec: Any) -> "Body":
         """The architecture recorded in a model spec, with random weights (ours load next)."""
-        raise NotImplementedError
 
     def stored_config(self) -> dict[str, Any]:
         return {}
@@ -63,7 +64,10 @@ class Body(nn.Module):
     # ------------------------------------------------------------------ forward
     def encode(self, tokens: torch.Tensor, grid: tuple[int, ...]
                ) -> tuple[torch.Tensor, tuple[int, ...]]:
-        raise NotImplementedError
+        """Tokens on a grid -> hidden states on the output grid. A family that only embeds text
+        (a text tower) has no such forward and says so."""
+        raise ConfigError(f"a {self.family} body embeds text only; it cannot be the --body of a "
+                          "model (use it as --text-body)")
 
     def output_grid(self, grid: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(grid)
@@ -72,11 +76,14 @@ class Body(nn.Module):
         raise ConfigError(f"a {self.family} body cannot be aligned (--align); use --align none")
 
     def input_token_norm(self) -> float:
-        raise NotImplementedError
+        """Needed by the trained embedder only; bodies that take pixels never ask for it."""
+        raise ConfigError(f"a {self.family} body takes no token embeddings, so no embedder can be "
+                          "built for it")
 
     # ------------------------------------------------------------------ parts (--tune)
+    @abstractmethod
     def blocks(self) -> list[nn.Module]:
-        raise NotImplementedError
+        """Its blocks in forward order (``--tune hybrid:K`` freezes the first K)."""
 
     def norm_layers(self) -> list[nn.Module]:
         return [m for m in self.modules() if isinstance(m, nn.LayerNorm)]
