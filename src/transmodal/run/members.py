@@ -50,8 +50,8 @@ def fold_splits(y: np.ndarray, task: Any, k: int, seed: int) -> list[tuple[np.nd
     task has classes; every sample is in exactly one validation fold."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    if len(y) < 2 * k:
-        raise DataError(f"--folds {k} needs at least {2 * k} training samples, got {len(y)}; "
+    if len(y) < k:
+        raise DataError(f"--folds {k} needs at least {k} training samples, got {len(y)}; "
                         "use fewer folds")
     strat = task.stratify(y)
     idx = np.arange(len(y))
