@@ -99,6 +99,21 @@ class Ctx:
         return lambda: transmodal.fit(data, out=self.out, **opts)
 
 
+def _one_fold(c):
+    x, y = series()
+    return c.fit_api((x, y), folds=1), c.fit_cli(c.npz(x, y), "--folds", "1")
+
+
+def _folds_above_class_size(c):
+    x, y = series()  # 8 samples per class
+    return c.fit_api((x, y), folds=9), c.fit_cli(c.npz(x, y), "--folds", "9")
+
+
+def _unknown_method(c):
+    x, y = series()
+    return c.fit_api((x, y), method="best"), c.fit_cli(c.npz(x, y), "--method", "best")
+
+
 def _nan_in_x(c):
     x, y = series()
     x[3, 0, 5] = np.nan
@@ -339,6 +354,9 @@ CASES = [
     ("empty samples", _empty_samples, DataError, r"x has shape \(16, 1, 0\): every sample is empty"),
     ("csv without feature columns", _csv_without_features, DataError, r".*d\.csv: no feature columns \(only the label or id column\)"),
     ("folder without folder:", _folder_without_prefix, DataError, r".*images is a folder; for an image folder \(one sub-folder per class\) use --data folder:.*images"),
+    ("one fold", _one_fold, ConfigError, r"--folds 1: give 2 or more folds, or 0"),
+    ("more folds than a class has samples", _folds_above_class_size, DataError, r"--folds 9: class 'a' has only 8 training samples.*use --folds 8 or fewer"),
+    ("unknown method", _unknown_method, ConfigError, r"unknown --method 'best'; choose one of model, auto"),
     ("negative learning rate", _negative_lr, ConfigError, r"--lr must be positive"),
     ("string in numeric csv column", _string_in_csv, DataError, r".*d\.csv: column 'f1' holds non-numeric values \(e\.g\. 'oops'\)"),
     ("empty cell in csv", _missing_in_csv, DataError, r"x contains NaN or inf \(first at sample 4\)"),

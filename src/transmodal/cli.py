@@ -282,10 +282,19 @@ def _print_summary(summary: dict[str, Any], out: str) -> None:
     from .run.baselines import baseline_lines
 
     m = summary["metrics"]
-    print(f"task: {summary['task']}   best epoch: {summary['best_epoch']}/{summary['epochs_run']}")
-    print("validation: " + _fmt(m.get("val", {})))
+    members = summary.get("members")
+    if members:  # --folds / --ensemble / --method auto
+        epochs = ", ".join(f"{r['best_epoch']}/{r['epochs_run']}" for r in members)
+        print(f"task: {summary['task']}   {len(members)} models, best epochs: {epochs}")
+        print(f"validation ({summary['validation']}): " + _fmt(m.get("val", {})))
+    else:
+        print(f"task: {summary['task']}   best epoch: {summary['best_epoch']}/{summary['epochs_run']}")
+        print("validation: " + _fmt(m.get("val", {})))
     if "test" in m:
         print("test:       " + _fmt(m["test"]))
+    for part, scores in (summary.get("components_test") or {}).items():
+        if not part.startswith("member_"):
+            print(f"  test, {part} alone: " + _fmt(scores))
     for line in baseline_lines(summary):
         print(line)
     print(f"trainable parameters: {summary['trainable_params']:,} of {summary['total_params']:,}")
@@ -551,7 +560,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 # benchmark name -> module in transmodal.bench with a main(argv) -> int | None
 BENCHMARKS = {"suite": "suite", "align": "align_speed", "tune": "tune", "ablate": "ablate",
-              "precision": "precision", "zeroshot": "zeroshot"}
+              "precision": "precision", "zeroshot": "zeroshot", "defaults": "defaults"}
 BENCHMARK_HELP = {
     "suite": "every method vs MiniRocket, linear and 1-NN baselines (full: ~40-90 min; "
              "--quick: minutes; --readme PATH writes the table into a README)",
@@ -560,6 +569,7 @@ BENCHMARK_HELP = {
     "ablate": "align epochs x seeds on one data set (--data SPEC)",
     "precision": "fp32 vs bf16 train steps on this machine",
     "zeroshot": "contrastive runs: zero-shot on unseen word combinations, retrieval, k-shot probes",
+    "defaults": "fit at its defaults (+ --fit OPTION=VALUE) on the development sets, per seed",
 }
 
 

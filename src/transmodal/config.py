@@ -23,6 +23,8 @@ TEXT_TUNE_CHOICES = ("frozen", "lora", "full")
 ON_NAN_CHOICES = ("stop", "skip")
 SCHEDULE_CHOICES = ("cosine", "constant")
 BASELINE_CHOICES = ("none", "fast", "all")
+METHOD_CHOICES = ("model", "auto")
+AUTO_FOLDS = 5  # --method auto with --folds 0: the inner cross-validation's fold count
 
 
 def parse_tune(tune: str) -> tuple[str, int | None]:
@@ -104,6 +106,16 @@ class FitConfig:
                                    group="run")
     on_nan: str = option("stop", "on a non-finite loss or gradient: stop, or skip that batch",
                          choices="|".join(ON_NAN_CHOICES))
+    # --- small data: README "Small data" (issue 16)
+    folds: int = option(0, "k-fold model selection on the training data: K fold models, each "
+                        "validated on its own fold, averaged as an ensemble; out-of-fold scores "
+                        "replace the holdout's; 0: one model and a --val-fraction holdout")
+    ensemble: int = option(1, "train this many models (seeds --seed, --seed+1, ...) and average "
+                           "their probabilities (or values)")
+    method: str = option("model", "model: the transformer alone; auto: also fit MiniRocket and "
+                         "the linear baseline, compare them out-of-fold on the training data only "
+                         f"(--folds, default {AUTO_FOLDS}) and keep the winner or a blend",
+                         choices="|".join(METHOD_CHOICES))
     # --- language as the interface (CLIP): README "Zero-shot"
     objective: str = option("supervised", "supervised: a head per task; contrastive: bind the "
                             "data to a text tower, to classify later by label words (CLIP)",
@@ -141,6 +153,7 @@ class FitConfig:
         _choice("on_nan", self.on_nan, ON_NAN_CHOICES)
         _choice("schedule", self.schedule, SCHEDULE_CHOICES)
         self._check_text_options()
+        self._check_member_options()
         _choice("baselines", self.baselines, BASELINE_CHOICES)
         if self.id_column is not None and self.id_column == self.label_column:
             raise ConfigError(f"--id-column and --label-column are both {self.id_column!r}; "
@@ -204,6 +217,21 @@ class FitConfig:
             check_templates(self.templates)
         if int(self.embed_dim) < 2:
             raise ConfigError("--embed-dim must be at least 2")
+
+    def _check_member_options(self) -> None:
+        """--folds, --ensemble, --method (issue 16): several models in one run."""
+        _choice("method", self.method, METHOD_CHOICES)
+        if int(self.folds) < 0 or int(self.folds) == 1:
+            raise ConfigError(f"--folds {self.folds}: give 2 or more folds, or 0 for one model "
+                              "with a --val-fraction holdout")
+        if int(self.ensemble) < 1:
+            raise ConfigError("--ensemble must be at least 1 (1: a single model)")
+        if self.method == "auto" and not self.folds:
+            self.folds = AUTO_FOLDS  # resolved here, so config.yaml records the value used
+        several = self.folds or self.ensemble > 1 or self.method == "auto"
+        if several and self.objective == "contrastive":
+            raise ConfigError("--folds, --ensemble and --method auto apply to --objective "
+                              "supervised; a contrastive run is one text-bound model")
 
     def _check_image_options(self) -> None:
         from .models.bodies import takes_pixels

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import resource
 import sys
@@ -18,13 +19,15 @@ from ..engine.loop import predict_outputs
 from ..engine.optim import make_accelerator, memory_advice
 from ..engine.refine import refine
 from ..errors import CheckpointError, ConfigError, DataError
-from ..models import ModelSpec, build_model, save_model
+from ..models import ModelSpec, build_model
 from ..models.bodies import takes_pixels
 from ..models.tuning import apply_tuning, count_parameters
 from ..tasks import get_task, infer_task
 from ..tasks.regression import class_code_note
 from .baselines import score_baselines
 from .checkpoint import Checkpointer, data_fingerprint
+from .members import out_of_fold_outputs, plan_members
+from .rival import describe_choice
 from .folder import RunFolder
 from .run import Run
 
@@ -71,16 +74,24 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     if codes:
         _note(notes, progress, codes)
     task.check_targets(ds.x_train, ds.y_train)
-    tr, va = split_train_val(ds.y_train, task, cfg.val_fraction, cfg.seed)
+    members = plan_members(ds.y_train, task, cfg) if several_members(cfg) else None
+    if members is not None and ckpt is not None:
+        raise ConfigError(f"--resume {resume}: runs with --folds, --ensemble or --method auto "
+                          "cannot be resumed yet; start the run again with --overwrite")
+    # one model: the preprocessing is fitted on its training part; several: on all training data
+    tr, va = (split_train_val(ds.y_train, task, cfg.val_fraction, cfg.seed) if members is None
+              else (np.arange(len(ds.y_train)), np.arange(0)))
     pre = Preprocessor.fit(ds.x_train[tr], ds.y_train[tr], task, ds.variable_length,
                            image_norm="unit" if takes_pixels(cfg.body) else "channel",
                            feature_names=ds.feature_names)
-    x_tr, y_tr = pre.transform_x(ds.x_train[tr]), pre.transform_y(ds.y_train[tr])
-    x_va, y_va = pre.transform_x(ds.x_train[va]), pre.transform_y(ds.y_train[va])
+    x_all, y_all = pre.transform_x(ds.x_train), pre.transform_y(ds.y_train)
     if ds.x_test is not None:
         x_te = pre.transform_x(ds.x_test)  # checks grid/channels now, not after training
         task.check_eval_targets(ds.x_test, ds.y_test)  # e.g. unseen labels: clear error now
-    weights = sample_weights(sample_weight, ds.y_train, task, tr, va)
+    weights = sample_weights(sample_weight, ds.y_train, task, tr, va) if members is None else None
+    if members is not None and sample_weight is not None:
+        for m in members:  # checked now: a split with only zero weights fails before training
+            sample_weights(sample_weight, ds.y_train, task, m.train, m.val)
     fingerprint = data_fingerprint(ds.x_train, ds.y_train, ds.x_test, ds.y_test,
                                    *(() if weights is None else weights))
     if ckpt is not None and ckpt["fingerprint"] != fingerprint:
@@ -95,6 +106,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
                      pretrained=cfg.tune != "scratch", max_tokens=cfg.max_tokens,
                      attention_dropout=cfg.attention_dropout, image_size=cfg.image_size,
                      augment=cfg.augment, **task.spec_extras())
+    if members is not None:
+        seed_everything(members[0].seed)
     model = build_model(spec)
     max_tokens = None if model.body.takes_pixels else min(cfg.max_tokens, model.body.max_tokens)
     if max_tokens is not None and max_tokens < cfg.max_tokens:  # the value used goes to summary.json
@@ -127,42 +140,77 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         folder.start({**cfg.to_dict(), "data": cfg.data or ds.name, "task": task.name,
                       "precision": precision}, overwrite=overwrite)
     log = folder.log if folder is not None else (lambda rec: None)
+    # a multi-member run keeps no resumable checkpoint (it cannot be resumed yet, see above)
     checkpointer = (Checkpointer(folder.path, cfg.checkpoint_every, fingerprint, accelerator.num_processes)
-                    if folder else None)
+                    if folder and members is None else None)
+    trainer = _MemberTrainer(task, cfg, accelerator, progress, callbacks, ds.y_train)
 
-    model = accelerator.prepare(model)  # once, for every stage
+    if members is None:  # one model: the holdout split above
+        model, state, aligned, t_align, t_refine = trainer.train(
+            model, (x_all[tr], y_all[tr]), (x_all[va], y_all[va]), va, log, checkpointer, ckpt,
+            weights)
+        fitted = [model]
+        states = [state]
+    else:
+        fitted, states, member_rows, oof_parts = [], [], [], []
+        t_align = t_refine = 0.0
+        for m in members:
+            if m.index > 0:  # member 0 was built above (its seed set before)
+                seed_everything(m.seed)
+                model = build_model(spec)
+                apply_tuning(model, cfg.tune, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                             lora_dropout=cfg.lora_dropout)
+            if progress:
+                print(f"member {m.index + 1}/{len(members)}: seed {m.seed}"
+                      + (f", fold {m.fold + 1}/{cfg.folds}" if m.fold is not None else ""),
+                      file=sys.stderr)
+            member_cfg = dataclasses.replace(cfg, seed=m.seed)
+            w = (None if sample_weight is None else
+                 sample_weights(sample_weight, ds.y_train, task, m.train, m.val))
+            model, state, aligned, ta, tf = trainer.train(
+                model, (x_all[m.train], y_all[m.train]), (x_all[m.val], y_all[m.val]), m.val,
+                lambda rec, i=m.index: log({**rec, "member": i}), None, None, w, member_cfg)
+            t_align, t_refine = t_align + ta, t_refine + tf
+            fitted.append(model)
+            states.append(state)
+            member_rows.append({**m.describe(), "best_epoch": state.best_epoch,
+                                "epochs_run": state.epoch,
+                                "val": {k: v for k, v in (state.best_val or {}).items() if k != "loss"}})
+            if cfg.folds:
+                oof_parts.append(predict_outputs(model, x_all[m.val], cfg.batch_size * 2, accelerator,
+                                                 shard=True))
+        state = states[0]
 
-    # --- stage 1: align
-    t0 = time.perf_counter()
-    aligned = None
-    if cfg.align != "none" and not (ckpt is not None and ckpt["stage"] == "refine"):
-        from ..align.stage import align
-        from ..models.bodies.hf import resolve_body_path
-
-        labels = task.alignment_labels(y_tr, cfg.n_pseudo_labels, cfg.seed)
-        with memory_advice("align", cfg.batch_size):
-            aligned = align(model, x_tr, labels, cfg, resolve_body_path(cfg.body), accelerator,
-                            log=log, progress=progress, checkpointer=checkpointer,
-                            resume=ckpt if ckpt is not None and ckpt["stage"] == "align" else None,
-                            callbacks=callbacks)
-    t_align = time.perf_counter() - t0
-
-    # --- stage 2: refine
-    t0 = time.perf_counter()
-    with memory_advice("refine", cfg.batch_size):
-        state = refine(model, task, (x_tr, y_tr), (x_va, y_va), ds.y_train[va], cfg, accelerator,
-                       log=log, progress=progress, checkpointer=checkpointer,
-                       resume=ckpt if ckpt is not None and ckpt["stage"] == "refine" else None,
-                       weights=weights, callbacks=callbacks)
-    model = accelerator.unwrap_model(model)
-    t_refine = time.perf_counter() - t0
+    # --- rivals (--method auto): compared out-of-fold on the training data only
+    rival, choice, model_weight, t_rival = None, None, 1.0, 0.0
+    metrics: dict[str, Any] = {}
+    if members is not None and cfg.folds:
+        oof = out_of_fold_outputs(task, members, oof_parts, len(ds.y_train))
+        y_enc = y_all  # encoded targets of all training samples
+        metrics["val"] = task.score(ds.y_train, task.decode(oof))  # out-of-fold: every sample once
+        if cfg.method == "auto":
+            t0 = time.perf_counter()
+            rival, choice = _choose_rival(task, cfg, ds, y_enc, oof, members, progress)
+            model_weight = choice["model_weight"] if rival is not None else 1.0
+            t_rival = time.perf_counter() - t0
+            _note(notes, progress, describe_choice(choice))
+    elif members is not None:
+        metrics["val"] = _mean_scores([r["val"] for r in member_rows])
+    else:
+        metrics["val"] = {k: v for k, v in (state.best_val or {}).items() if k != "loss"}
 
     # --- final scores: the test split is touched here only
-    run = Run(model, pre, cfg, {}, folder.path if folder else None)
+    run = Run(fitted[0], pre, cfg, {}, folder.path if folder else None, members=fitted,
+              rival=rival, model_weight=model_weight)
     run._accelerator = accelerator
-    metrics = {"val": {k: v for k, v in (state.best_val or {}).items() if k != "loss"}}
+    components: dict[str, Any] = {}
     if ds.x_test is not None:
-        raw = predict_outputs(model, x_te, cfg.batch_size * 2, accelerator, shard=True)
+        if members is None:
+            raw = predict_outputs(model, x_te, cfg.batch_size * 2, accelerator, shard=True)
+        else:
+            raw = run._outputs(run._inputs(ds.x_test))
+            if rival is not None or len(fitted) > 1:  # each part alone, for the user (not chosen on)
+                components = run.component_scores(ds.x_test, ds.y_test)
         metrics["test"] = task.score(ds.y_test, task.decode(raw))
     t0 = time.perf_counter()
     baselines = {}
@@ -177,17 +225,27 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         "task": task.name, "data": cfg.data or ds.name, "body": cfg.body, "align": cfg.align,
         "tune": cfg.tune, "metrics": metrics, "baselines": baselines, "best_epoch": state.best_epoch,
         "epochs_run": state.epoch, "trainable_params": trainable, "total_params": total,
-        "n_train": len(tr), "n_val": len(va), "n_test": 0 if ds.x_test is None else len(ds.x_test),
+        "n_train": len(tr) if members is None else len(ds.y_train), "n_val": len(va),
+        "n_test": 0 if ds.x_test is None else len(ds.x_test),
         "device": str(accelerator.device), "precision": precision, "max_tokens": max_tokens,
         **model.embedder.layout(),  # how inputs reach the body: tokens and patch, or image size
-        "peak_rss_mb": peak_rss_mb(), "skipped_batches": state.skipped_batches,
+        "peak_rss_mb": peak_rss_mb(), "skipped_batches": sum(s.skipped_batches for s in states),
         "resumed_from": None if ckpt is None else {"stage": ckpt["stage"], "epoch": ckpt["epoch"]},
         "notes": notes,
     }
+    if members is not None:
+        summary["members"] = member_rows
+        summary["validation"] = ("out-of-fold: each training sample scored by the fold model "
+                                 "that held it out" if cfg.folds else
+                                 "mean of the members' holdout scores")
+        if components:
+            summary["components_test"] = components
+        if choice is not None:
+            summary["auto"] = {**choice, "rival": choice["rival"], "kept": rival is not None}
     if weights is not None:
         summary["sample_weight"] = "given: the loss and the validation scores are weighted"
     if folder is not None:
-        save_model(model, folder.model_dir, {"preprocessor": pre.to_dict(), "config": cfg.to_dict()})
+        run.save_models()
         from ..report import plot_learning_curves
 
         plot_learning_curves(state.history, task.primary[0], folder.report_dir / "learning_curves.png",
@@ -199,7 +257,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         if merge:
             summary["merged_model"] = str(run.merge().path)
     summary["times"] = {"data": t_data, "build": t_build, "align": t_align, "refine": t_refine,
-                        "baselines": t_baselines, "total": time.perf_counter() - t_start}
+                        "rivals": t_rival, "baselines": t_baselines,
+                        "total": time.perf_counter() - t_start}
     run.summary = summary
     for tracker in trackers:
         tracker.finish(summary)
@@ -209,6 +268,79 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
 
         write_report(folder.path, run=run, fitted_on=ds)  # RUN/report/index.html
     return run
+
+
+class _MemberTrainer:
+    """Align then refine one model (a member) on its training and validation parts."""
+
+    def __init__(self, task: Any, cfg: FitConfig, accelerator: Any, progress: bool,
+                 callbacks: list[Any], y_user: np.ndarray) -> None:
+        self.task, self.cfg, self.accelerator = task, cfg, accelerator
+        self.progress, self.callbacks, self.y_user = progress, callbacks, y_user
+
+    def train(self, model: Any, train: tuple[np.ndarray, np.ndarray],
+              val: tuple[np.ndarray, np.ndarray], val_idx: np.ndarray, log: Any,
+              checkpointer: Any, ckpt: dict[str, Any] | None, weights: Any,
+              cfg: FitConfig | None = None) -> tuple[Any, Any, Any, float, float]:
+        """(trained model unwrapped, refine state, alignment record, align s, refine s)."""
+        cfg = cfg or self.cfg
+        accelerator, task, callbacks = self.accelerator, self.task, self.callbacks
+        model = accelerator.prepare(model)  # once, for every stage
+        x_tr, y_tr = train
+
+        # --- stage 1: align
+        t0 = time.perf_counter()
+        aligned = None
+        if cfg.align != "none" and not (ckpt is not None and ckpt["stage"] == "refine"):
+            from ..align.stage import align
+            from ..models.bodies.hf import resolve_body_path
+
+            labels = task.alignment_labels(y_tr, cfg.n_pseudo_labels, cfg.seed)
+            with memory_advice("align", cfg.batch_size):
+                aligned = align(model, x_tr, labels, cfg, resolve_body_path(cfg.body), accelerator,
+                                log=log, progress=self.progress, checkpointer=checkpointer,
+                                resume=ckpt if ckpt is not None and ckpt["stage"] == "align" else None,
+                                callbacks=callbacks)
+        t_align = time.perf_counter() - t0
+
+        # --- stage 2: refine
+        t0 = time.perf_counter()
+        with memory_advice("refine", cfg.batch_size):
+            state = refine(model, task, train, val, self.y_user[val_idx], cfg, accelerator,
+                           log=log, progress=self.progress, checkpointer=checkpointer,
+                           resume=ckpt if ckpt is not None and ckpt["stage"] == "refine" else None,
+                           weights=weights, callbacks=callbacks)
+        model = accelerator.unwrap_model(model)
+        return model, state, aligned, t_align, time.perf_counter() - t0
+
+
+def several_members(cfg: FitConfig) -> bool:
+    """Whether the run trains more than one model (--folds, --ensemble, --method auto)."""
+    return bool(cfg.folds) or cfg.ensemble > 1 or cfg.method == "auto"
+
+
+def _choose_rival(task: Any, cfg: FitConfig, ds: Any, y_enc: np.ndarray, oof: np.ndarray,
+                  members: list[Any], progress: bool) -> tuple[Any, dict[str, Any]]:
+    """--method auto: the rivals' out-of-fold outputs on the members' folds, the best blend,
+    and the chosen rival refitted on all training data (None when the transformer alone won)."""
+    from .rival import Rival, choose_blend, out_of_fold, rival_names
+
+    folds = [(m.train, m.val) for m in members if m.seed == members[0].seed]
+    classify = getattr(task, "classes", None) is not None
+    rival_oof, temps = {}, {}
+    for name in rival_names(ds.x_train, task):
+        if progress:
+            print(f"--method auto: {name}, {len(folds)} folds", file=sys.stderr)
+        rival_oof[name], temps[name] = out_of_fold(name, ds.x_train, y_enc, classify, folds, cfg.seed)
+    choice = choose_blend(task, ds.y_train, y_enc, oof, rival_oof)
+    if choice["rival"] is None:
+        return None, choice
+    name = choice["rival"]
+    return Rival.fit(name, ds.x_train, y_enc, classify, cfg.seed, temps[name]), choice
+
+
+def _mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
 
 
 def task_name(cfg: FitConfig, ds: Any) -> str:

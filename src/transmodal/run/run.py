@@ -21,8 +21,16 @@ class Run:
     """A fitted model with its preprocessing; predicts on raw user inputs."""
 
     def __init__(self, model: TransmodalModel, preprocessor: Preprocessor,
-                 config: FitConfig, summary: dict[str, Any], path: Path | None = None) -> None:
-        self.model = model
+                 config: FitConfig, summary: dict[str, Any], path: Path | None = None,
+                 members: list[TransmodalModel] | None = None, rival: Any = None,
+                 model_weight: float = 1.0) -> None:
+        """``members``: every trained model (``--folds``/``--ensemble``; default ``[model]``),
+        averaged; ``rival``: a baseline kept by ``--method auto`` (run/rival.py), mixed in with
+        weight ``1 - model_weight``."""
+        self.model = model  # the first member: what single-model features (zero-shot, merge) use
+        self.members = list(members) if members else [model]
+        self.rival = rival
+        self.model_weight = float(model_weight) if rival is not None else 1.0
         self.preprocessor = preprocessor
         self.config = config
         self.summary = summary
@@ -62,17 +70,66 @@ class Run:
         """The accelerator to predict with (the model moved to its device once)."""
         if self._accelerator is None:
             self._accelerator, _ = make_accelerator(self.config.device, self.config.precision)
-            self.model.to(self._accelerator.device)
+            for m in self.members:
+                m.to(self._accelerator.device)
         return self._accelerator
 
-    def _outputs(self, arr: np.ndarray) -> np.ndarray:
-        """Raw model outputs for checked inputs (from ``_inputs``)."""
+    def _member_outputs(self, arr: np.ndarray) -> list[np.ndarray]:
+        """Each member's raw outputs for checked inputs."""
         self._device()
         batch = self.config.batch_size * 2
+        x = self.preprocessor.transform_x(arr)
         with memory_advice("predict", batch, fix="the model itself may not fit this device: "
                            "predict on a device with more memory (--device cpu)"):
-            return predict_outputs(self.model, self.preprocessor.transform_x(arr), batch,
-                                   self._accelerator)
+            return [predict_outputs(m, x, batch, self._accelerator) for m in self.members]
+
+    def _outputs(self, arr: np.ndarray) -> np.ndarray:
+        """Raw outputs for checked inputs (from ``_inputs``): the model's, or the members'
+        mixed (probabilities averaged), and the rival's with its weight (``--method auto``)."""
+        outs = self._member_outputs(arr)
+        if len(outs) == 1 and self.rival is None:
+            return outs[0]
+        task = self.preprocessor.target
+        weights = [self.model_weight / len(outs)] * len(outs)
+        if self.rival is not None:
+            outs.append(self.rival.outputs(arr))
+            weights.append(1.0 - self.model_weight)
+        return task.mix(outs, weights)
+
+    def component_scores(self, x: Any, y: Any) -> dict[str, dict[str, float]]:
+        """Scores of each part alone on (x, y): the transformer members mixed (``model``),
+        each member, and the rival; for the user's information (nothing is chosen on them)."""
+        task = self.preprocessor.target
+        arr = self._inputs(x)
+        y = np.asarray(y)
+        outs = self._member_outputs(arr)
+        parts = {"model": task.score(y, task.decode(task.mix(outs, [1.0 / len(outs)] * len(outs))))}
+        if len(outs) > 1:
+            for i, o in enumerate(outs):
+                parts[f"member_{i}"] = task.score(y, task.decode(o))
+        if self.rival is not None:
+            parts[self.rival.name] = task.score(y, task.decode(self.rival.outputs(arr)))
+        return parts
+
+    def save_models(self, folder: Path | None = None) -> None:
+        """Write the model(s) into the run folder: ``model/`` (the first member), and for
+        several members or a rival ``members/K/``, ``rival/`` and ``ensemble.json``."""
+        import json
+
+        folder = RunFolder(Path(folder) if folder is not None else self.path)
+        meta = {"preprocessor": self.preprocessor.to_dict(), "config": self.config.to_dict()}
+        save_model(self.members[0], folder.model_dir, meta)
+        if len(self.members) == 1 and self.rival is None:
+            return
+        names = ["model"]
+        for i, m in enumerate(self.members[1:], start=1):
+            names.append(f"members/{i}")
+            save_model(m, folder.path / names[-1], meta)
+        if self.rival is not None:
+            self.rival.save(folder.path / "rival")
+        (folder.path / "ensemble.json").write_text(json.dumps({
+            "members": names, "model_weight": self.model_weight,
+            "rival": None if self.rival is None else "rival"}, indent=1))
 
     def predict(self, x: Any) -> np.ndarray:
         """Labels (classification) or values in the training targets' units."""
@@ -174,6 +231,9 @@ class Run:
 
         if not getattr(self.model.spec, "lora", None):
             raise ConfigError("only --tune lora runs have adapters to merge")
+        if len(self.members) > 1 or self.rival is not None:
+            raise ConfigError("merge writes one model folder; this run holds several models "
+                              "(--folds/--ensemble/--method auto): its run folder is what to load")
         model = merge_lora(copy.deepcopy(self.model).cpu())
         target = Path(out) if out is not None else (self.path / "model_merged" if self.path else None)
         if target is not None:
@@ -211,6 +271,18 @@ def load(run_dir: str | Path) -> Run:
     model, meta = load_model(folder.model_dir)
     pre = Preprocessor.from_dict(meta["preprocessor"])
     cfg = FitConfig.from_dict(meta["config"])
-    return Run(model, pre, cfg, summary, folder.path)
+    members, rival, weight = [model], None, 1.0
+    if (folder.path / "ensemble.json").is_file():  # --folds / --ensemble / --method auto
+        import json
+
+        from .rival import Rival
+
+        plan = json.loads((folder.path / "ensemble.json").read_text())
+        members += [load_model(folder.path / name)[0] for name in plan["members"][1:]]
+        if plan.get("rival"):
+            rival = Rival.load(folder.path / plan["rival"])
+        weight = float(plan["model_weight"])
+    return Run(model, pre, cfg, summary, folder.path, members=members, rival=rival,
+               model_weight=weight)
 
 

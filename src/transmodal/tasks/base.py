@@ -85,6 +85,13 @@ class Task(ABC):
     def decode(self, raw: np.ndarray) -> np.ndarray:
         """Raw model outputs -> predictions in the user's label space and units."""
 
+    def mix(self, outputs: list[np.ndarray], weights: list[float]) -> np.ndarray:
+        """Raw outputs of several models (an ensemble, or a model and a baseline) as one raw
+        output that ``decode`` reads: here their weighted mean (values in the training targets'
+        standardised units average like the predictions do); tasks with probabilities mix those.
+        ``weights`` are non-negative and sum to 1."""
+        return sum(w * o.astype(np.float64) for w, o in zip(weights, outputs)).astype(np.float32)
+
     def probabilities(self, raw: np.ndarray) -> np.ndarray:
         raise ConfigError(f"predict_proba is for classification runs only (this run: {self.name})")
 

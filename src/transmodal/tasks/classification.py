@@ -82,6 +82,13 @@ class Classification(Task):
     def probabilities(self, raw: np.ndarray) -> np.ndarray:
         return torch.softmax(torch.from_numpy(raw), dim=1).numpy()  # (N, K), columns = classes
 
+    def mix(self, outputs: list[np.ndarray], weights: list[float]) -> np.ndarray:
+        """The weighted mean of the members' probabilities, as log-probabilities (a raw output
+        whose softmax is that mean): averaging probabilities, not logits, is what ensembles of
+        differently calibrated members (a transformer and a ridge baseline) need."""
+        p = sum(w * self.probabilities(o).astype(np.float64) for w, o in zip(weights, outputs))
+        return np.log(np.clip(p, 1e-12, None)).astype(np.float32)  # (N, K)
+
     def loss(self, out: torch.Tensor, target: torch.Tensor,
              weight: torch.Tensor | None = None) -> torch.Tensor:
         if weight is None:

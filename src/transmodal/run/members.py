@@ -1,0 +1,86 @@
+"""Members: the models one run trains (``--folds``, ``--ensemble``), and how they split the data.
+
+One model with a holdout is the default. With ``--folds K`` the training data are cut into K
+stratified folds and K models are trained, each validated (best epoch, early stopping) on its
+own fold: every training sample is validated on once, so the run's validation score is an
+out-of-fold score over all of them instead of a 7-sample holdout's coin toss. ``--ensemble N``
+repeats the plan with seeds ``seed .. seed+N-1`` (with folds: the same folds, new seeds, so the
+out-of-fold outputs line up). All members' probabilities (or values) are averaged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..data import split_train_val
+from ..errors import DataError
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model to train: its seed and its (training, validation) indices into the data."""
+
+    index: int
+    seed: int
+    train: np.ndarray
+    val: np.ndarray
+    fold: int | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"index": self.index, "seed": self.seed, "fold": self.fold,
+                "n_train": int(len(self.train)), "n_val": int(len(self.val))}
+
+
+def plan_members(y: np.ndarray, task: Any, cfg: Any) -> list[Member]:
+    """The members of a run, in training order."""
+    seeds = [cfg.seed + i for i in range(cfg.ensemble)]
+    if not cfg.folds:  # a holdout per member, drawn with the member's own seed
+        return [Member(i, s, *split_train_val(y, task, cfg.val_fraction, s))
+                for i, s in enumerate(seeds)]
+    folds = fold_splits(y, task, cfg.folds, cfg.seed)
+    return [Member(i * len(folds) + k, s, tr, va, k)
+            for i, s in enumerate(seeds) for k, (tr, va) in enumerate(folds)]
+
+
+def fold_splits(y: np.ndarray, task: Any, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """K (train, validation) index pairs, shuffled with ``seed``, stratified by class where the
+    task has classes; every sample is in exactly one validation fold."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if len(y) < k:
+        raise DataError(f"--folds {k} needs at least {k} training samples, got {len(y)}; "
+                        "use fewer folds")
+    strat = task.stratify(y)
+    idx = np.arange(len(y))
+    if strat is None:
+        splits = KFold(n_splits=k, shuffle=True, random_state=seed).split(idx)
+    else:
+        classes, counts = np.unique(strat, return_counts=True)
+        if counts.min() < k:
+            c = classes[counts.argmin()].tolist()  # a plain value in the message
+            raise DataError(f"--folds {k}: class {c!r} has only {counts.min()} training samples, "
+                            f"so some folds could not validate it; use --folds {max(2, counts.min())} "
+                            "or fewer" if counts.min() >= 2 else
+                            f"--folds {k}: class {c!r} has a single training sample; k-fold "
+                            "selection needs at least 2 per class (use --folds 0)")
+        splits = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(idx, strat)
+    return [(np.sort(tr), np.sort(va)) for tr, va in splits]
+
+
+def out_of_fold_outputs(task: Any, members: list[Member], outputs: list[np.ndarray],
+                        n: int) -> np.ndarray:
+    """Each sample's validation outputs from the fold members that held it out, mixed like
+    the run's prediction (seeds of an ensemble averaged): (n, ...) raw outputs."""
+    by_seed: dict[int, list[tuple[Member, np.ndarray]]] = {}
+    for m, out in zip(members, outputs):
+        by_seed.setdefault(m.seed, []).append((m, out))
+    per_seed = []
+    for pairs in by_seed.values():
+        full = np.zeros((n, *pairs[0][1].shape[1:]), dtype=np.float32)
+        for m, out in pairs:
+            full[m.val] = out
+        per_seed.append(full)
+    return task.mix(per_seed, [1.0 / len(per_seed)] * len(per_seed))

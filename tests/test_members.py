@@ -1,0 +1,200 @@
+"""--folds, --ensemble and --method auto (issue 16): several models in one run, and rivals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import transmodal
+from transmodal.errors import ConfigError, DataError
+from transmodal.run.members import fold_splits, plan_members
+from transmodal.run.rival import Rival, choose_blend, fit_temperature, out_of_fold
+from transmodal.tasks import get_task
+
+
+def _tiny(tiny_bodies, **kw):
+    return dict(body=str(tiny_bodies["bert"]), epochs=2, batch_size=8, max_tokens=8,
+                progress=False, baselines="none", **kw)
+
+
+def _split_data(toy_series):
+    x, y = toy_series
+    return (x[:30], y[:30]), (x[30:], y[30:])
+
+
+def test_folds_cover_every_sample_once_and_never_the_test(toy_series):
+    x, y = toy_series
+    task = get_task("classification").fit_targets(x[:, None], y)
+    folds = fold_splits(y, task, 4, seed=3)
+    val = np.concatenate([va for _, va in folds])
+    assert sorted(val.tolist()) == list(range(len(y)))  # each sample validated exactly once
+    for tr, va in folds:
+        assert not set(tr) & set(va)
+        assert set(np.bincount(y[va])) == {5}  # stratified: 5 of each class per fold
+    assert [v.tolist() for _, v in fold_splits(y, task, 4, seed=3)] == [v.tolist() for _, v in folds]
+
+
+def test_plan_members_seeds_and_folds(toy_series):
+    x, y = toy_series
+    task = get_task("classification").fit_targets(x[:, None], y)
+    cfg = transmodal.FitConfig(folds=3, ensemble=2, seed=5)
+    members = plan_members(y, task, cfg)
+    assert [(m.seed, m.fold) for m in members] == [(5, 0), (5, 1), (5, 2), (6, 0), (6, 1), (6, 2)]
+    assert members[0].val.tolist() == members[3].val.tolist()  # same folds for every seed
+
+
+def test_folds_refused_when_a_class_is_too_small(toy_series):
+    x, y = toy_series
+    task = get_task("classification").fit_targets(x[:, None], y)
+    y_small = y.copy()
+    y_small[:] = 0
+    y_small[:3] = 1
+    with pytest.raises(DataError, match="class 1 has only 3"):
+        fold_splits(y_small, task, 5, 0)
+
+
+@pytest.mark.parametrize("opts, msg", [
+    ({"folds": 1}, "give 2 or more folds"),
+    ({"folds": -2}, "give 2 or more folds"),
+    ({"ensemble": 0}, "at least 1"),
+    ({"method": "best"}, "unknown --method"),
+    ({"folds": 3, "objective": "contrastive"}, "apply to --objective supervised"),
+])
+def test_bad_member_options(opts, msg):
+    with pytest.raises(ConfigError, match=msg):
+        transmodal.FitConfig(**opts)
+
+
+def test_auto_resolves_its_folds():
+    assert transmodal.FitConfig(method="auto").folds == 5
+    assert transmodal.FitConfig(method="auto", folds=3).folds == 3
+
+
+def test_mix_averages_probabilities_not_logits():
+    task = get_task("classification")
+    a = np.array([[10.0, 0.0]], dtype=np.float32)  # p ~ (1, 0)
+    b = np.array([[0.0, 0.0]], dtype=np.float32)  # p = (0.5, 0.5)
+    p = task.probabilities(task.mix([a, b], [0.5, 0.5]))
+    assert np.allclose(p, [[0.75, 0.25]], atol=1e-4)
+    reg = get_task("regression")
+    assert np.allclose(reg.mix([np.ones((2, 1)), np.zeros((2, 1))], [0.25, 0.75]), 0.25)
+
+
+def test_ensemble_fit_save_load_predict(tiny_bodies, toy_series, tmp_path):
+    (x, y), (xt, yt) = _split_data(toy_series)
+    run = transmodal.fit((x, y), out=tmp_path / "run", test_data=(xt, yt), ensemble=2,
+                         **_tiny(tiny_bodies))
+    assert len(run.members) == 2
+    s = run.summary
+    assert [m["seed"] for m in s["members"]] == [0, 1]
+    assert {"model", "member_0", "member_1"} <= set(s["components_test"])
+    # the run's probabilities are the mean of its members'
+    outs = run._member_outputs(run._inputs(xt))
+    mean_p = np.mean([torch.softmax(torch.from_numpy(o), 1).numpy() for o in outs], axis=0)
+    assert np.allclose(run.predict_proba(xt), mean_p, atol=1e-5)
+    assert (tmp_path / "run/members/1/model.safetensors").is_file()
+    loaded = transmodal.load(tmp_path / "run")
+    assert len(loaded.members) == 2
+    assert np.array_equal(loaded.predict(xt), run.predict(xt))
+    assert np.allclose(loaded.predict_proba(xt), run.predict_proba(xt), atol=1e-6)
+    assert s["metrics"]["test"]["accuracy"] == pytest.approx(float(np.mean(run.predict(xt) == yt)))
+
+
+def test_folds_give_out_of_fold_validation_and_are_seeded(tiny_bodies, toy_series):
+    (x, y), (xt, yt) = _split_data(toy_series)
+    a = transmodal.fit((x, y), folds=3, **_tiny(tiny_bodies))
+    b = transmodal.fit((x, y), folds=3, **_tiny(tiny_bodies))
+    assert a.summary["n_train"] == 30 and len(a.members) == 3
+    assert sum(m["n_val"] for m in a.summary["members"]) == 30  # every sample validated once
+    assert "out-of-fold" in a.summary["validation"]
+    assert a.summary["metrics"]["val"] == b.summary["metrics"]["val"]
+    assert np.array_equal(a.predict_proba(xt), b.predict_proba(xt))  # seeded: same run twice
+    assert "test" not in a.summary["metrics"]  # no test data given: nothing scored on it
+
+
+def test_test_split_never_reaches_selection(tiny_bodies, toy_series):
+    """Shuffling the test labels changes no validation score and no member's best epoch."""
+    (x, y), (xt, yt) = _split_data(toy_series)
+    runs = [transmodal.fit((x, y), test_data=(xt, labels), folds=3, **_tiny(tiny_bodies))
+            for labels in (yt, yt[::-1].copy())]
+    assert runs[0].summary["metrics"]["val"] == runs[1].summary["metrics"]["val"]
+    assert ([m["best_epoch"] for m in runs[0].summary["members"]]
+            == [m["best_epoch"] for m in runs[1].summary["members"]])
+
+
+def test_rival_minirocket_round_trips_without_pickle(toy_series, tmp_path):
+    x, y = toy_series
+    x = x[:, None, :]
+    rival = Rival.fit("minirocket", x[:30], y[:30], classify=True, seed=0, temperature=2.0)
+    rival.save(tmp_path / "rival")
+    again = Rival.load(tmp_path / "rival")
+    assert np.array_equal(again.outputs(x[30:]), rival.outputs(x[30:]))
+    # our numpy ridge equals aeon + scikit-learn's own pipeline on the same features
+    from transmodal.bench.baselines import MiniRocketBaseline
+
+    ref = MiniRocketBaseline(random_state=0).fit(x[:30], y[:30], "classification")
+    assert np.array_equal(rival.outputs(x[30:]).argmax(1), ref.predict(x[30:]))
+
+
+def test_rival_linear_regression_outputs(toy_series):
+    x, _ = toy_series
+    x = x[:, None, :]
+    y = x[:, 0, :5].mean(axis=1, keepdims=True).astype(np.float32)  # (N, 1), linear in x
+    rival = Rival.fit("linear", x, y, classify=False, seed=0)
+    assert rival.outputs(x).shape == (40, 1)
+    assert np.abs(rival.outputs(x) - y).max() < 0.05
+
+
+def test_temperature_and_blend_choice():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 200)
+    scores = np.eye(3)[y] * 2.0 + rng.normal(0, 1.5, (200, 3))
+    t = fit_temperature(scores, y)
+    assert 0.4 < t < 2.0  # the Bayes posterior here is softmax(scores * 2 / 1.5**2)
+    task = get_task("classification").fit_targets(np.zeros((200, 1, 4)), y)
+    good = (5 * np.eye(3)[y]).astype(np.float32)  # a rival that is always right
+    bad = np.zeros((200, 3), dtype=np.float32)  # a model that knows nothing
+    choice = choose_blend(task, y, y, bad, {"minirocket": good})
+    assert choice["rival"] == "minirocket" and choice["model_weight"] < 0.5
+    assert choice["out_of_fold"]["minirocket"] == 1.0
+    choice = choose_blend(task, y, y, good, {"minirocket": bad})
+    assert choice["rival"] is None and choice["model_weight"] == 1.0
+
+
+def test_out_of_fold_rival_never_sees_its_fold(toy_series):
+    x, y = toy_series
+    x = x[:, None, :]
+    task = get_task("classification").fit_targets(x, y)
+    folds = fold_splits(y, task, 4, 0)
+    oof, _ = out_of_fold("linear", x, y, True, folds, 0)
+    tr, va = folds[0]
+    direct = Rival.fit("linear", x[tr], y[tr], True, 0).decision(x[va])
+    assert np.allclose(oof[va].argmax(1), direct.argmax(1))
+
+
+def test_auto_method_fit_save_load(tiny_bodies, toy_series, tmp_path):
+    (x, y), (xt, yt) = _split_data(toy_series)
+    run = transmodal.fit((x, y), out=tmp_path / "auto", test_data=(xt, yt), method="auto",
+                         folds=3, **_tiny(tiny_bodies))
+    auto = run.summary["auto"]
+    assert set(auto["out_of_fold"]) == {"model", "minirocket", "linear"}
+    assert any("--method auto chose" in n for n in run.summary["notes"])
+    loaded = transmodal.load(tmp_path / "auto")
+    assert (loaded.rival is None) == (auto["rival"] is None)
+    assert np.allclose(loaded.predict_proba(xt), run.predict_proba(xt), atol=1e-6)
+    files = {p.name for p in (tmp_path / "auto").rglob("*")}
+    assert not {f for f in files if f.endswith((".pkl", ".pickle", ".joblib"))}
+    plan = json.loads((tmp_path / "auto/ensemble.json").read_text())
+    assert plan["model_weight"] == pytest.approx(run.model_weight)
+
+
+def test_resume_of_a_member_run_is_refused(tiny_bodies, toy_series, tmp_path):
+    (x, y), _ = _split_data(toy_series)
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "config.yaml").write_text(f"folds: 3\nbody: {tiny_bodies['bert']}\ndata: arrays\n")
+    with pytest.raises(Exception, match="resume|checkpoint"):
+        transmodal.fit((x, y), resume=out, progress=False)
