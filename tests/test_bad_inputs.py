@@ -338,7 +338,7 @@ CASES = [
     ("class with one sample in a csv", _one_sample_class_in_csv, DataError, r"class 'c' has a single sample; each class needs at least 2"),
     ("empty samples", _empty_samples, DataError, r"x has shape \(16, 1, 0\): every sample is empty"),
     ("csv without feature columns", _csv_without_features, DataError, r".*d\.csv: no feature columns \(only the label or id column\)"),
-    ("folder without folder:", _folder_without_prefix, DataError, r".*images is a folder; for an image folder \(one sub-folder per class\) use --data folder:.*images"),
+    ("folder without folder:", _folder_without_prefix, DataError, r".*images is a folder without x_train.npy .* for an image folder \(one sub-folder per class\) use --data folder:.*images"),
     ("negative learning rate", _negative_lr, ConfigError, r"--lr must be positive"),
     ("string in numeric csv column", _string_in_csv, DataError, r".*d\.csv: column 'f1' holds non-numeric values \(e\.g\. 'oops'\)"),
     ("empty cell in csv", _missing_in_csv, DataError, r"x contains NaN or inf \(first at sample 4\)"),

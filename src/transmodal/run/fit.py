@@ -14,6 +14,7 @@ import torch
 
 from ..config import FitConfig
 from ..data import Preprocessor, load_dataset, split_train_val
+from ..data.stream import bounded_sample, prepare_streamed, streamed
 from ..engine.loop import predict_outputs
 from ..engine.optim import make_accelerator, memory_advice
 from ..engine.refine import refine
@@ -72,13 +73,17 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         _note(notes, progress, codes)
     task.check_targets(ds.x_train, ds.y_train)
     tr, va = split_train_val(ds.y_train, task, cfg.val_fraction, cfg.seed)
-    pre = Preprocessor.fit(ds.x_train[tr], ds.y_train[tr], task, ds.variable_length,
-                           image_norm="unit" if takes_pixels(cfg.body) else "channel",
-                           feature_names=ds.feature_names)
-    x_tr, y_tr = pre.transform_x(ds.x_train[tr]), pre.transform_y(ds.y_train[tr])
-    x_va, y_va = pre.transform_x(ds.x_train[va]), pre.transform_y(ds.y_train[va])
+    image_norm = "unit" if takes_pixels(cfg.body) else "channel"
+    if streamed(ds.x_train, ds.x_test):  # inputs on disk: lazy views, normalised per read
+        pre, x_tr, x_va, x_te = prepare_streamed(ds, tr, va, task, image_norm)
+    else:
+        pre = Preprocessor.fit(ds.x_train[tr], ds.y_train[tr], task, ds.variable_length,
+                               image_norm=image_norm, feature_names=ds.feature_names)
+        x_tr, x_va = pre.transform_x(ds.x_train[tr]), pre.transform_x(ds.x_train[va])
+        if ds.x_test is not None:
+            x_te = pre.transform_x(ds.x_test)  # checks grid/channels now, not after training
+    y_tr, y_va = pre.transform_y(ds.y_train[tr]), pre.transform_y(ds.y_train[va])
     if ds.x_test is not None:
-        x_te = pre.transform_x(ds.x_test)  # checks grid/channels now, not after training
         task.check_eval_targets(ds.x_test, ds.y_test)  # e.g. unseen labels: clear error now
     weights = sample_weights(sample_weight, ds.y_train, task, tr, va)
     fingerprint = data_fingerprint(ds.x_train, ds.y_train, ds.x_test, ds.y_test,
@@ -140,8 +145,11 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         from ..models.bodies.hf import resolve_body_path
 
         labels = task.alignment_labels(y_tr, cfg.n_pseudo_labels, cfg.seed)
+        x_align, labels, sampled = bounded_sample(x_tr, labels, cfg.seed)  # data on disk: bounded
+        if sampled:
+            _note(notes, progress, sampled)
         with memory_advice("align", cfg.batch_size):
-            aligned = align(model, x_tr, labels, cfg, resolve_body_path(cfg.body), accelerator,
+            aligned = align(model, x_align, labels, cfg, resolve_body_path(cfg.body), accelerator,
                             log=log, progress=progress, checkpointer=checkpointer,
                             resume=ckpt if ckpt is not None and ckpt["stage"] == "align" else None,
                             callbacks=callbacks)
