@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="predict with a finished run", allow_abbrev=False)
     pr.add_argument("run", help="run folder")
     pr.add_argument("--data", required=True,
-                    help="x.npy | x.npz (x_test, x or x_train) | x.csv | ucr:NAME (test split)")
+                    help="x.npy (read in batches, never whole) | a data folder (x_test.npy or "
+                    "x_test/ shards, else x_train) | x.npz (x_test, x or x_train) | x.csv | "
+                    "ucr:NAME (test split)")
     pr.add_argument("--out", required=True, help="predictions file: .npy or .csv")
     _add_table_options(pr)
     pr.add_argument("--proba", action="store_true", help="class probabilities instead of labels")
@@ -467,8 +469,6 @@ def _read_csv_input(args: argparse.Namespace, run: Any, labels: bool) -> tuple[A
 def load_inputs(args: argparse.Namespace, run: Any) -> tuple[Any, Any]:
     """Inputs to predict on, and the sample ids of a CSV with an id column (else None);
     labels, if present, are ignored. A CSV's columns are matched to the model's by name."""
-    import numpy as np
-
     spec = args.data
     path = Path(spec)
     if _is_csv(spec):
@@ -478,16 +478,9 @@ def load_inputs(args: argparse.Namespace, run: Any) -> tuple[Any, Any]:
     if path.suffix == ".npy":
         if not path.exists():
             raise DataError(f"{path} does not exist")
-        try:
-            return np.load(path, allow_pickle=False), None
-        except ValueError as e:
-            if "pickle" in str(e):
-                raise DataError(f"{path} holds pickled (object) data, which transmodal never "
-                                "loads; save plain numeric arrays with numpy.save") from None
-            raise DataError(f"{path} is not a readable .npy file ({e})") from None
-        except (OSError, EOFError) as e:
-            raise DataError(f"{path} is not a readable .npy file ({type(e).__name__}); it may be "
-                            "truncated: save it again with numpy.save") from None
+        from .data.stream import open_npy
+
+        return open_npy(path, str(path)), None  # read batch by batch while predicting
     if path.suffix == ".npz" and path.exists():
         from .data import read_npz
 

@@ -256,11 +256,6 @@ def _files_of(folder: Path, stem: str) -> list[Path] | None:
     return None
 
 
-def is_npy_folder(path: Path) -> bool:
-    """A folder that holds x_train.npy or an x_train/ shard folder (or only x_test: predict)."""
-    return path.is_dir() and any((path / n).exists() for n in ("x_train.npy", "x_train", "x_test.npy", "x_test"))
-
-
 def _labels(paths: list[Path], what: str) -> np.ndarray:
     parts = []
     for p in paths:
@@ -419,5 +414,5 @@ def bounded_sample(x: Any, labels: np.ndarray, seed: int) -> tuple[np.ndarray, n
             "samples (data on disk: the stage holds its samples in memory)")
 
 
-__all__ = ["DiskArray", "open_npy", "from_memmap", "load_npy_folder", "is_npy_folder", "streamed",
+__all__ = ["DiskArray", "open_npy", "from_memmap", "load_npy_folder", "streamed",
            "channel_stats", "check_finite", "prepare_streamed", "as_disk", "bounded_sample"]
