@@ -182,7 +182,7 @@ class DiskArray:
 
 def open_npy(path: Path, what: str | None = None) -> DiskArray:
     """One ``.npy`` file of inputs (N, L), (N, C, L) or (N, C, H, W), checked, not read."""
-    return _open_parts([Path(path)], what or Path(path).name)
+    return _open_parts([Path(path)], what or Path(path).name, need_rows=False)  # predict says
 
 
 def _header(path: Path, what: str) -> tuple[np.memmap, int]:
@@ -206,7 +206,7 @@ def _header(path: Path, what: str) -> tuple[np.memmap, int]:
     return mm, int(mm.offset)
 
 
-def _open_parts(paths: list[Path], what: str) -> DiskArray:
+def _open_parts(paths: list[Path], what: str, need_rows: bool = True) -> DiskArray:
     parts, first = [], None
     for p in paths:
         mm, offset = _header(p, f"{what} ({p.name})" if len(paths) > 1 else what)
@@ -225,7 +225,7 @@ def _open_parts(paths: list[Path], what: str) -> DiskArray:
         parts.append((str(p), offset, int(mm.shape[0])))
         del mm
     arr = DiskArray(parts, first[1], first[2], what)
-    if len(arr) == 0:
+    if need_rows and len(arr) == 0:
         raise DataError(f"{what} has zero samples; give at least a few labelled samples")
     if 0 in arr.sample_shape:
         raise DataError(f"{what} has shape {arr.shape}: every sample is empty; give each sample "
