@@ -353,7 +353,7 @@ CASES = [
     ("class with one sample in a csv", _one_sample_class_in_csv, DataError, r"class 'c' has a single sample; each class needs at least 2"),
     ("empty samples", _empty_samples, DataError, r"x has shape \(16, 1, 0\): every sample is empty"),
     ("csv without feature columns", _csv_without_features, DataError, r".*d\.csv: no feature columns \(only the label or id column\)"),
-    ("folder without folder:", _folder_without_prefix, DataError, r".*images is a folder; for an image folder \(one sub-folder per class\) use --data folder:.*images"),
+    ("folder without folder:", _folder_without_prefix, DataError, r".*images is a folder without x_train.npy .* for an image folder \(one sub-folder per class\) use --data folder:.*images"),
     ("one fold", _one_fold, ConfigError, r"--folds 1: give 2 or more folds, or 0"),
     ("more folds than a class has samples", _folds_above_class_size, DataError, r"--folds 9: class 'a' has only 8 training samples.*use --folds 8 or fewer"),
     ("unknown method", _unknown_method, ConfigError, r"unknown --method 'best'; choose one of model, auto"),

@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="predict with a finished run", allow_abbrev=False)
     pr.add_argument("run", help="run folder")
     pr.add_argument("--data", required=True,
-                    help="x.npy | x.npz (x_test, x or x_train) | x.csv | ucr:NAME (test split)")
+                    help="x.npy (read in batches, never whole) | a data folder (x_test.npy or "
+                    "x_test/ shards, else x_train) | x.npz (x_test, x or x_train) | x.csv | "
+                    "ucr:NAME (test split)")
     pr.add_argument("--out", required=True, help="predictions file: .npy or .csv")
     _add_table_options(pr)
     pr.add_argument("--proba", action="store_true", help="class probabilities instead of labels")
@@ -476,8 +478,6 @@ def _read_csv_input(args: argparse.Namespace, run: Any, labels: bool) -> tuple[A
 def load_inputs(args: argparse.Namespace, run: Any) -> tuple[Any, Any]:
     """Inputs to predict on, and the sample ids of a CSV with an id column (else None);
     labels, if present, are ignored. A CSV's columns are matched to the model's by name."""
-    import numpy as np
-
     spec = args.data
     path = Path(spec)
     if _is_csv(spec):
@@ -487,16 +487,9 @@ def load_inputs(args: argparse.Namespace, run: Any) -> tuple[Any, Any]:
     if path.suffix == ".npy":
         if not path.exists():
             raise DataError(f"{path} does not exist")
-        try:
-            return np.load(path, allow_pickle=False), None
-        except ValueError as e:
-            if "pickle" in str(e):
-                raise DataError(f"{path} holds pickled (object) data, which transmodal never "
-                                "loads; save plain numeric arrays with numpy.save") from None
-            raise DataError(f"{path} is not a readable .npy file ({e})") from None
-        except (OSError, EOFError) as e:
-            raise DataError(f"{path} is not a readable .npy file ({type(e).__name__}); it may be "
-                            "truncated: save it again with numpy.save") from None
+        from .data.stream import open_npy
+
+        return open_npy(path, str(path)), None  # read batch by batch while predicting
     if path.suffix == ".npz" and path.exists():
         from .data import read_npz
 
@@ -560,7 +553,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 # benchmark name -> module in transmodal.bench with a main(argv) -> int | None
 BENCHMARKS = {"suite": "suite", "align": "align_speed", "tune": "tune", "ablate": "ablate",
-              "precision": "precision", "zeroshot": "zeroshot", "defaults": "defaults"}
+              "precision": "precision", "zeroshot": "zeroshot", "defaults": "defaults",
+              "memory": "memory"}
 BENCHMARK_HELP = {
     "suite": "every method vs MiniRocket, linear and 1-NN baselines (full: ~40-90 min; "
              "--quick: minutes; --readme PATH writes the table into a README)",
@@ -570,6 +564,7 @@ BENCHMARK_HELP = {
     "precision": "fp32 vs bf16 train steps on this machine",
     "zeroshot": "contrastive runs: zero-shot on unseen word combinations, retrieval, k-shot probes",
     "defaults": "fit at its defaults (+ --fit OPTION=VALUE) on the development sets, per seed",
+    "memory": "peak RSS of fit on a data folder several times larger than it, streamed from disk",
 }
 
 

@@ -59,8 +59,9 @@ def option(default: Any, help: str, *, choices: str | None = None, group: str = 
 class FitConfig:
     """All options of one fit. Defaults are the offline CPU defaults (see DESIGN.md)."""
 
-    data: str | None = option(None, "the data: x.npz, x.csv, ucr:NAME or folder:PATH (README: Data "
-                              "rules)", group="data")
+    data: str | None = option(None, "the data: x.npz, x.csv, ucr:NAME, folder:PATH (images) or a "
+                              "folder of .npy files, streamed from disk (README: Data rules)",
+                              group="data")
     test_data: str | None = option(None, "separate test set (same formats as --data)", group="data")
     label_column: str = option("label", "CSV label column", group="data")
     id_column: str | None = option(None, "CSV column of sample ids: not a feature; predict "

@@ -78,6 +78,11 @@ def check_xy(x: np.ndarray, y: np.ndarray) -> None:
         raise DataError(
             f"x contains NaN or inf (first at sample {bad[0]}); fill or drop those values first"
         )
+    check_labels(y)
+
+
+def check_labels(y: np.ndarray) -> None:
+    """Labels with no NaN, inf or missing values (one clear message each)."""
     if y.dtype.kind in "fc" and not np.isfinite(y).all():
         bad = np.argwhere(~np.isfinite(y))[0]
         raise DataError(f"y contains NaN or inf (first at sample {bad[0]}); drop those samples")

@@ -48,11 +48,22 @@ class Preprocessor:
         axes = (0,) + tuple(range(2, x.ndim))
         mean = x.mean(axis=axes, dtype=np.float64)
         std = x.std(axis=axes, dtype=np.float64)
+        low_high = (float(x.min()), float(x.max())) if image_norm == "unit" else None
+        return cls.from_stats(x, y, task, mean, std, low_high, variable_length, image_norm,
+                              feature_names)
+
+    @classmethod
+    def from_stats(cls, x: Any, y: np.ndarray, task: Any, mean: np.ndarray, std: np.ndarray,
+                   low_high: tuple[float, float] | None, variable_length: bool = False,
+                   image_norm: str = "channel", feature_names: list[str] | None = None
+                   ) -> "Preprocessor":
+        """From statistics computed elsewhere (a streaming pass over data on disk,
+        ``stream.py``); ``x`` is only asked for its shape."""
         std = np.where(std > 1e-8, std, 1.0)
         p = cls(task, list(x.shape[1:]), mean.tolist(), std.tolist(), variable_length,
                 image_norm=image_norm, pixel_range=[], feature_names=feature_names)
         if image_norm == "unit":
-            low, high = min(0.0, float(x.min())), float(x.max())
+            low, high = min(0.0, low_high[0]), low_high[1]
             if not high > low:
                 raise DataError(f"every training pixel has the value {high:g}: the images are blank")
             p.pixel_range = [low, high]
@@ -68,6 +79,20 @@ class Preprocessor:
     # ---------------------------------------------------------------- x
     def transform_x(self, x: np.ndarray) -> np.ndarray:
         """Check the grid and channels, apply the length rule, then normalise."""
+        if self.check_x_shape(x):
+            x = np.stack([resample_to(s, self.input_shape[-1]) for s in x])
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        if self.image_norm == "unit":  # [0, 1]; the model applies the ImageNet mean/std
+            low, high = self.pixel_range
+            return ((x - low) / (high - low)).astype(np.float32)
+        else:
+            mean = np.asarray(self.x_mean).reshape(shape)
+            std = np.asarray(self.x_std).reshape(shape)
+        return ((x - mean) / std).astype(np.float32)
+
+    def check_x_shape(self, x: Any) -> bool:
+        """Inputs fit the training grid and channels (one clear error otherwise); True when
+        they are series of another length to resample (the variable-length rule)."""
         if x.ndim != len(self.input_shape) + 1:
             raise DataError(
                 f"input has {x.ndim - 1} dims per sample {tuple(x.shape[1:])}; "
@@ -80,20 +105,12 @@ class Preprocessor:
             )
         if list(x.shape[2:]) != self.input_shape[1:]:
             if self.variable_length and x.ndim == 3:
-                x = np.stack([resample_to(s, self.input_shape[-1]) for s in x])
-            else:
-                raise DataError(
-                    f"input grid {tuple(x.shape[2:])} differs from the training grid "
-                    f"{tuple(self.input_shape[1:])}; resample or crop your data to that size"
-                )
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        if self.image_norm == "unit":  # [0, 1]; the model applies the ImageNet mean/std
-            low, high = self.pixel_range
-            return ((x - low) / (high - low)).astype(np.float32)
-        else:
-            mean = np.asarray(self.x_mean).reshape(shape)
-            std = np.asarray(self.x_std).reshape(shape)
-        return ((x - mean) / std).astype(np.float32)
+                return True
+            raise DataError(
+                f"input grid {tuple(x.shape[2:])} differs from the training grid "
+                f"{tuple(self.input_shape[1:])}; resample or crop your data to that size"
+            )
+        return False
 
     # ---------------------------------------------------------------- y (the task's business)
     def transform_y(self, y: np.ndarray) -> np.ndarray:

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from .arrays import as_inputs, check_xy
+from .arrays import as_inputs, check_labels, check_xy
 from .columns import check_numeric, column_names, feature_order, is_frame, read_table
+from .stream import DiskArray, as_disk
 
 
 @dataclass
@@ -84,6 +85,12 @@ def as_inputs_pair(x: Any, y: Any, target_length: int | None = None
 
 
 def _pair_dataset(x: Any, y: Any, name: str) -> Dataset:
+    if isinstance(x, (np.memmap, DiskArray)):  # stays on disk (stream.py)
+        x_disk, y_arr = as_disk(x), np.asarray(y)
+        if y_arr.ndim == 0 or len(x_disk) != len(y_arr):
+            raise DataError(f"x has {len(x_disk)} samples but y has {y_arr.size}; they must match")
+        check_labels(y_arr)
+        return Dataset(x_disk, y_arr, name=name)
     x_arr, y_arr, variable = as_inputs_pair(x, y)
     return Dataset(x_arr, y_arr, name=name, variable_length=variable,
                    feature_names=column_names(x) if is_frame(x) else None)
@@ -107,9 +114,10 @@ def _load_spec(spec: str, label_column: str, id_column: str | None = None) -> Da
         return _from_mapping(read_npz(path), path.name)  # validation errors are not read errors
     if path.suffix == ".csv":
         return _load_csv(path, label_column, id_column)
-    if path.is_dir():
-        raise DataError(f"{path} is a folder; for an image folder (one sub-folder per class) "
-                        f"use --data folder:{spec}")
+    if path.is_dir():  # a data folder of .npy files (inputs stay on disk: stream.py)
+        from .stream import load_npy_folder
+
+        return load_npy_folder(path)  # no x_train there: says so, and names folder: for images
     raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .npz or .csv")
 
 

@@ -60,12 +60,14 @@ def check_resume_processes(ckpt: dict[str, Any] | None, accelerator: Any, where:
 def predict_sharded(model: torch.nn.Module, x: np.ndarray, batch_size: int, accelerator: Any
                     ) -> np.ndarray:
     """Raw outputs for all of ``x``: each rank predicts its shard, then all gather in order."""
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import DataLoader
+
+    from .loop import dataset_of
 
     inner = accelerator.unwrap_model(model)  # no DDP forward (and no buffer sync) in evaluation
     inner.eval()
     loader = accelerator.prepare_data_loader(
-        DataLoader(TensorDataset(torch.from_numpy(x)), batch_size=max(1, batch_size), shuffle=False))
+        DataLoader(dataset_of(x), batch_size=max(1, batch_size), shuffle=False))
     outs = []
     for (xb,) in loader:
         with accelerator.autocast():

@@ -161,10 +161,38 @@ def run_stage(stage: Stage, state: LoopState, accelerator, callbacks: Sequence[A
     return state
 
 
+class RowsDataset(torch.utils.data.Dataset):
+    """Samples read per batch from inputs on disk (``data/stream.py``: a view whose reads
+    are normalised) beside in-memory tensors (targets, weights). A batch is one read of its
+    rows; the items are those of a TensorDataset, so the loader's seeded sampler and collation
+    give the same batches as for the same inputs in memory."""
+
+    def __init__(self, x: Any, *tensors: torch.Tensor) -> None:
+        self.x, self.tensors = x, tensors
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, idx: list[int]) -> list[tuple[torch.Tensor, ...]]:
+        xb = torch.from_numpy(self.x.read(np.asarray(idx)))  # (B, C, *spatial)
+        return [(xb[j], *(t[i] for t in self.tensors)) for j, i in enumerate(idx)]
+
+
+def dataset_of(x: Any, *tensors: torch.Tensor) -> torch.utils.data.Dataset:
+    """A TensorDataset for inputs in memory, a :class:`RowsDataset` for inputs on disk."""
+    if isinstance(x, np.ndarray):
+        return torch.utils.data.TensorDataset(torch.from_numpy(x), *tensors)
+    return RowsDataset(x, *tensors)
+
+
 @torch.no_grad()
 def predict_outputs(model: nn.Module, x: np.ndarray, batch_size: int, accelerator,
                     shard: bool = False) -> np.ndarray:
-    """Raw model outputs (logits / standardised values) for preprocessed x, in batches.
+    """Raw model outputs (logits / standardised values) for preprocessed x, in batches
+    (x: an array, or a view of inputs on disk whose slices are read and normalised).
     ``shard``: called by every process at once (validation, test scores), so with several
     processes each predicts a shard and all gather (``distributed.py``)."""
     if shard and accelerator.num_processes > 1:

@@ -12,9 +12,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
-from .loop import EpochEnd, LoopState, Stage, predict_outputs
+from .loop import EpochEnd, LoopState, Stage, dataset_of, predict_outputs
 from .optim import build_optimizer, lr_factor
 
 
@@ -25,7 +25,7 @@ class RefineStage(Stage):
                  val: tuple[np.ndarray, np.ndarray], val_true: np.ndarray, cfg: Any,
                  accelerator: Any, weights: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """``model`` is already prepared by ``accelerator``; ``train`` and ``val`` hold
-        preprocessed inputs and encoded targets; ``val_true`` the validation labels in the
+        preprocessed inputs (arrays, or views of inputs on disk read per batch) and encoded targets; ``val_true`` the validation labels in the
         user's label space (validation is scored in user units). ``weights``: per-sample
         weights of the training and validation samples (each with mean 1), or None; they
         weight the training loss, the validation loss and the validation scores."""
@@ -34,7 +34,7 @@ class RefineStage(Stage):
         self.val_weight = None if weights is None else weights[1]
         # the weights travel with their samples through the shuffled loader (same draws:
         # the sampler's permutation does not depend on how many tensors a sample holds)
-        tensors = [torch.from_numpy(x_tr), torch.from_numpy(y_tr)]
+        tensors = [torch.from_numpy(y_tr)]
         if weights is not None:
             tensors.append(torch.from_numpy(np.asarray(weights[0], dtype=np.float32)))
         self.accelerator = accelerator
@@ -43,7 +43,7 @@ class RefineStage(Stage):
         self.eval_batch = cfg.batch_size * 2
         gen = torch.Generator().manual_seed(cfg.seed)
         self.generators = {"loader": gen}
-        loader = DataLoader(TensorDataset(*tensors), batch_size=cfg.batch_size, shuffle=True, generator=gen)
+        loader = DataLoader(dataset_of(x_tr, *tensors), batch_size=cfg.batch_size, shuffle=True, generator=gen)
         optimizer = build_optimizer(accelerator.unwrap_model(model), cfg.lr, cfg.head_lr,
                                     cfg.weight_decay)
         # optimizer steps per process: the prepared loader gives each of N processes every

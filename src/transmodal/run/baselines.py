@@ -5,6 +5,8 @@
 0.1 s together). ``all`` adds MiniRocket + ridge where it applies (classification or regression
 on series (N, C, L)), through the bench's numba guard (DESIGN.md: numba must stay off OpenMP
 beside torch); it is skipped, with the reason, above ``MINIROCKET_MAX_VALUES`` input values.
+Inputs on disk (a data folder, ``data/stream.py``) are read whole for the baselines up to
+``STREAMED_MAX_VALUES``; above it every baseline is skipped with the reason.
 
 The baselines are fitted on the whole training split (the model's training and validation
 parts, as the bench suite does) and predict the test split only to score it. They run after
@@ -21,6 +23,9 @@ BASELINE_SETS = {"none": (), "fast": ("linear", "1nn"), "all": ("linear", "1nn",
 # MiniRocket transforms ~1e5 input values per 0.1-1 s here (bench suite: GunPoint 0.1 s,
 # digits 1.0 s); 5e6 values would take most of a minute on 2 cores
 MINIROCKET_MAX_VALUES = 5_000_000
+# inputs on disk (data/stream.py) are read into memory for the baselines up to this many values
+# (400 MB of float32; the linear and 1-NN baselines copy them once or twice more)
+STREAMED_MAX_VALUES = 100_000_000
 
 
 def score_baselines(which: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
@@ -31,6 +36,13 @@ def score_baselines(which: str, x_train: np.ndarray, y_train: np.ndarray, x_test
     names = BASELINE_SETS[which]
     if task not in TASKS:
         return {n: {"skipped": f"no baseline for task {task!r}"} for n in names}
+    if not isinstance(x_train, np.ndarray) or not isinstance(x_test, np.ndarray):  # on disk
+        values = x_train.size + x_test.size
+        if values > STREAMED_MAX_VALUES:
+            why = (f"the inputs stay on disk ({values:,} values, train + test) and the baselines "
+                   f"hold theirs in memory; fit's limit is {STREAMED_MAX_VALUES:,}")
+            return {n: {"skipped": why} for n in names}
+        x_train, x_test = np.asarray(x_train), np.asarray(x_test)
     skipped = {}
     if "minirocket" in names:
         reason = _minirocket_skip_reason(x_train, x_test)

@@ -211,6 +211,11 @@ def data_fingerprint(*arrays: Any) -> str:
         if a is None:
             h.update(b"none")
             continue
+        if hasattr(a, "chunks"):  # on disk (data/stream.py): the same hash, read chunk by chunk
+            h.update(f"{a.shape}{a.dtype.str}".encode())
+            for _, chunk in a.chunks():
+                h.update(memoryview(np.ascontiguousarray(chunk)).cast("B"))
+            continue
         a = np.asarray(a)
         h.update(f"{a.shape}{a.dtype.str}".encode())
         h.update(repr(a.tolist()).encode() if a.dtype.kind == "O" else np.ascontiguousarray(a).tobytes())

@@ -15,6 +15,7 @@ import torch
 
 from ..config import FitConfig
 from ..data import Preprocessor, load_dataset, split_train_val
+from ..data.stream import bounded_sample, prepare_streamed, streamed
 from ..engine.loop import predict_outputs
 from ..engine.optim import make_accelerator, memory_advice
 from ..engine.refine import refine
@@ -78,15 +79,27 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     if members is not None and ckpt is not None:
         raise ConfigError(f"--resume {resume}: runs with --folds, --ensemble or --method auto "
                           "cannot be resumed yet; start the run again with --overwrite")
+    on_disk = streamed(ds.x_train, ds.x_test)
+    if members is not None and on_disk:
+        raise ConfigError("--folds, --ensemble and --method auto need the training data in memory; "
+                          "data streamed from disk (.npy folders) train one model: drop them")
     # one model: the preprocessing is fitted on its training part; several: on all training data
     tr, va = (split_train_val(ds.y_train, task, cfg.val_fraction, cfg.seed) if members is None
               else (np.arange(len(ds.y_train)), np.arange(0)))
-    pre = Preprocessor.fit(ds.x_train[tr], ds.y_train[tr], task, ds.variable_length,
-                           image_norm="unit" if takes_pixels(cfg.body) else "channel",
-                           feature_names=ds.feature_names)
-    x_all, y_all = pre.transform_x(ds.x_train), pre.transform_y(ds.y_train)
+    image_norm = "unit" if takes_pixels(cfg.body) else "channel"
+    if on_disk:  # inputs on disk: lazy views, normalised per read
+        pre, x_tr, x_va, x_te = prepare_streamed(ds, tr, va, task, image_norm)
+    else:
+        pre = Preprocessor.fit(ds.x_train[tr], ds.y_train[tr], task, ds.variable_length,
+                               image_norm=image_norm, feature_names=ds.feature_names)
+        if members is None:
+            x_tr, x_va = pre.transform_x(ds.x_train[tr]), pre.transform_x(ds.x_train[va])
+        else:
+            x_all = pre.transform_x(ds.x_train)  # the members index their parts
+        if ds.x_test is not None:
+            x_te = pre.transform_x(ds.x_test)  # checks grid/channels now, not after training
+    y_tr, y_va = pre.transform_y(ds.y_train[tr]), pre.transform_y(ds.y_train[va])
     if ds.x_test is not None:
-        x_te = pre.transform_x(ds.x_test)  # checks grid/channels now, not after training
         task.check_eval_targets(ds.x_test, ds.y_test)  # e.g. unseen labels: clear error now
     weights = sample_weights(sample_weight, ds.y_train, task, tr, va) if members is None else None
     if members is not None and sample_weight is not None:
@@ -143,15 +156,16 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     # a multi-member run keeps no resumable checkpoint (it cannot be resumed yet, see above)
     checkpointer = (Checkpointer(folder.path, cfg.checkpoint_every, fingerprint, accelerator.num_processes)
                     if folder and members is None else None)
-    trainer = _MemberTrainer(task, cfg, accelerator, progress, callbacks, ds.y_train)
+    trainer = _MemberTrainer(task, cfg, accelerator, progress, callbacks, ds.y_train,
+                             lambda text: _note(notes, progress, text))
 
     if members is None:  # one model: the holdout split above
         model, state, aligned, t_align, t_refine = trainer.train(
-            model, (x_all[tr], y_all[tr]), (x_all[va], y_all[va]), va, log, checkpointer, ckpt,
-            weights)
+            model, (x_tr, y_tr), (x_va, y_va), va, log, checkpointer, ckpt, weights)
         fitted = [model]
         states = [state]
     else:
+        y_all = y_tr  # all training samples, encoded (tr holds them all)
         fitted, states, member_rows, oof_parts = [], [], [], []
         t_align = t_refine = 0.0
         for m in members:
@@ -274,9 +288,9 @@ class _MemberTrainer:
     """Align then refine one model (a member) on its training and validation parts."""
 
     def __init__(self, task: Any, cfg: FitConfig, accelerator: Any, progress: bool,
-                 callbacks: list[Any], y_user: np.ndarray) -> None:
+                 callbacks: list[Any], y_user: np.ndarray, note: Any) -> None:
         self.task, self.cfg, self.accelerator = task, cfg, accelerator
-        self.progress, self.callbacks, self.y_user = progress, callbacks, y_user
+        self.progress, self.callbacks, self.y_user, self.note = progress, callbacks, y_user, note
 
     def train(self, model: Any, train: tuple[np.ndarray, np.ndarray],
               val: tuple[np.ndarray, np.ndarray], val_idx: np.ndarray, log: Any,
@@ -296,8 +310,11 @@ class _MemberTrainer:
             from ..models.bodies.hf import resolve_body_path
 
             labels = task.alignment_labels(y_tr, cfg.n_pseudo_labels, cfg.seed)
+            x_align, labels, sampled = bounded_sample(x_tr, labels, cfg.seed)  # data on disk: bounded
+            if sampled:
+                self.note(sampled)
             with memory_advice("align", cfg.batch_size):
-                aligned = align(model, x_tr, labels, cfg, resolve_body_path(cfg.body), accelerator,
+                aligned = align(model, x_align, labels, cfg, resolve_body_path(cfg.body), accelerator,
                                 log=log, progress=self.progress, checkpointer=checkpointer,
                                 resume=ckpt if ckpt is not None and ckpt["stage"] == "align" else None,
                                 callbacks=callbacks)

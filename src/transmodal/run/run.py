@@ -10,6 +10,7 @@ import numpy as np
 from ..config import FitConfig
 from ..data import Preprocessor, as_inputs
 from ..data.columns import frame_inputs, is_frame
+from ..data.stream import DiskArray, as_disk
 from ..engine.loop import predict_outputs
 from ..engine.optim import make_accelerator, memory_advice
 from ..errors import ConfigError, DataError
@@ -131,21 +132,38 @@ class Run:
             "members": names, "model_weight": self.model_weight,
             "rival": None if self.rival is None else "rival"}, indent=1))
 
+    def _raw(self, x: Any) -> np.ndarray:
+        """Raw outputs for raw inputs; inputs on disk (a DiskArray, a ``np.memmap``) are read,
+        checked and normalised one batch at a time (``data/stream.py``), never whole."""
+        if not isinstance(x, (np.memmap, DiskArray)):
+            return self._outputs(self._inputs(x))
+        view = as_disk(x)
+        if len(view) == 0:
+            raise DataError("the input has no samples (0 rows); give at least one")
+        self.preprocessor.check_x_shape(view)
+        self._device()
+        batch = self.config.batch_size * 2
+        with memory_advice("predict", batch, fix="the model itself may not fit this device: "
+                           "predict on a device with more memory (--device cpu)"):
+            return predict_outputs(self.model, view.map(lambda a: self.preprocessor.transform_x(
+                self._inputs(a))), batch, self._accelerator)
+
     def predict(self, x: Any) -> np.ndarray:
         """Labels (classification) or values in the training targets' units."""
-        return self.preprocessor.inverse_y(self._outputs(self._inputs(x)))
+        return self.preprocessor.inverse_y(self._raw(x))
 
     def predict_proba(self, x: Any) -> np.ndarray:
         """Class probabilities (N, K), columns in the order of ``classes``."""
-        return self.preprocessor.target.probabilities(self._outputs(self._inputs(x)))
+        return self.preprocessor.target.probabilities(self._raw(x))
 
     def evaluate(self, x: Any, y: Any) -> dict[str, float]:
         """The task's scores of predictions on ``x`` against labels ``y``."""
         y = np.asarray(y)
         target = self.preprocessor.target
-        arr = self._inputs(x)
+        on_disk = isinstance(x, (np.memmap, DiskArray))
+        arr = as_disk(x) if on_disk else self._inputs(x)
         target.check_eval_targets(arr, y)  # e.g. labels the model never saw: clear error
-        return target.score(y, target.decode(self._outputs(arr)))
+        return target.score(y, target.decode(self._raw(arr) if on_disk else self._outputs(arr)))
 
     # ------------------------------------------------------------------ language (contrastive runs)
     def _contrastive_head(self):
