@@ -101,6 +101,9 @@ def test_ensemble_fit_save_load_predict(tiny_bodies, toy_series, tmp_path):
     assert np.array_equal(loaded.predict(xt), run.predict(xt))
     assert np.allclose(loaded.predict_proba(xt), run.predict_proba(xt), atol=1e-6)
     assert s["metrics"]["test"]["accuracy"] == pytest.approx(float(np.mean(run.predict(xt) == yt)))
+    np.save(tmp_path / "xt.npy", xt)  # inputs on disk are streamed through every member
+    on_disk = np.load(tmp_path / "xt.npy", mmap_mode="r")
+    assert np.allclose(loaded.predict_proba(on_disk), run.predict_proba(xt), atol=1e-6)
 
 
 def test_folds_give_out_of_fold_validation_and_are_seeded(tiny_bodies, toy_series):
@@ -185,6 +188,9 @@ def test_auto_method_fit_save_load(tiny_bodies, toy_series, tmp_path):
     loaded = transmodal.load(tmp_path / "auto")
     assert (loaded.rival is None) == (auto["rival"] is None)
     assert np.allclose(loaded.predict_proba(xt), run.predict_proba(xt), atol=1e-6)
+    np.save(tmp_path / "xt.npy", xt)
+    on_disk = np.load(tmp_path / "xt.npy", mmap_mode="r")
+    assert np.allclose(loaded.predict_proba(on_disk), run.predict_proba(xt), atol=1e-6)
     files = {p.name for p in (tmp_path / "auto").rglob("*")}
     assert not {f for f in files if f.endswith((".pkl", ".pickle", ".joblib"))}
     plan = json.loads((tmp_path / "auto/ensemble.json").read_text())

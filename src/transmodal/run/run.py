@@ -143,10 +143,18 @@ class Run:
         self.preprocessor.check_x_shape(view)
         self._device()
         batch = self.config.batch_size * 2
+        normalised = view.map(lambda a: self.preprocessor.transform_x(self._inputs(a)))
         with memory_advice("predict", batch, fix="the model itself may not fit this device: "
                            "predict on a device with more memory (--device cpu)"):
-            return predict_outputs(self.model, view.map(lambda a: self.preprocessor.transform_x(
-                self._inputs(a))), batch, self._accelerator)
+            outs = [predict_outputs(m, normalised, batch, self._accelerator) for m in self.members]
+        if len(outs) == 1 and self.rival is None:
+            return outs[0]
+        weights = [self.model_weight / len(outs)] * len(outs)
+        if self.rival is not None:  # the rival reads raw rows, a chunk at a time too
+            outs.append(np.concatenate([self.rival.outputs(self._inputs(chunk))
+                                        for _, chunk in view.chunks()]))
+            weights.append(1.0 - self.model_weight)
+        return self.preprocessor.target.mix(outs, weights)
 
     def predict(self, x: Any) -> np.ndarray:
         """Labels (classification) or values in the training targets' units."""
