@@ -63,6 +63,10 @@ class FitConfig:
     label_column: str = option("label", "CSV label column", group="data")
     id_column: str | None = option(None, "CSV column of sample ids: not a feature; predict "
                                    "writes it beside the predictions", group="data")
+    text_column: str | None = option(None, "CSV column of a caption per sample (--objective "
+                                     "contrastive): the text each sample is bound to, instead "
+                                     "of its label in templates; labels become optional",
+                                     group="data")
     task: str = option("auto", "what to predict; auto: inferred from the labels",
                        choices="auto|" + "|".join(task_names("supervised")), group="data")
     body: str = option("minilm", "pretrained body: minilm (offline default), efficientnet-lite0 "
@@ -142,9 +146,12 @@ class FitConfig:
         _choice("schedule", self.schedule, SCHEDULE_CHOICES)
         self._check_text_options()
         _choice("baselines", self.baselines, BASELINE_CHOICES)
-        if self.id_column is not None and self.id_column == self.label_column:
-            raise ConfigError(f"--id-column and --label-column are both {self.id_column!r}; "
-                              "a column is either the ids or the labels")
+        columns = [(f, n) for f, n in (("--label-column", self.label_column), ("--id-column",
+                   self.id_column), ("--text-column", self.text_column)) if n is not None]
+        for i, (flag, name) in enumerate(columns):
+            for other, same in columns[i + 1:]:
+                if name == same:
+                    raise ConfigError(f"{flag} and {other} are both {name!r}; a column has one role")
         parse_tune(self.tune)
         from .engine.trackers import parse_report_to
 
@@ -189,7 +196,8 @@ class FitConfig:
             self.templates_file = None  # resolved into templates: config.yaml records them
         if self.objective != "contrastive":
             given = [flag for flag, name in (("--template", "templates"),
-                                             ("--descriptions", "descriptions")) if getattr(self, name)]
+                                             ("--descriptions", "descriptions"),
+                                             ("--text-column", "text_column")) if getattr(self, name)]
             if given:
                 raise ConfigError(f"{given[0]} applies to --objective contrastive only")
             return

@@ -73,11 +73,12 @@ class RefineStage(Stage):
 
             total, count = global_mean_loss(self.accelerator, total, count)
         x_va, y_va = self.val
-        raw = predict_outputs(self.model, x_va, self.eval_batch, self.accelerator, shard=True)
+        with self.task.scoring(self.accelerator.unwrap_model(self.model), self.val_true):
+            raw = predict_outputs(self.model, x_va, self.eval_batch, self.accelerator, shard=True)
         w = () if self.val_weight is None else (self.val_weight,)
         val_loss = float(self.task.loss(torch.from_numpy(raw), torch.from_numpy(y_va),
                                         *(torch.from_numpy(v) for v in w)))
-        scores = {**self.task.score(self.val_true, self.task.decode(raw), *w), "loss": val_loss}
+        scores = {**self.task.score_outputs(self.val_true, raw, *w), "loss": val_loss}
         lrs = self.scheduler.get_last_lr()  # groups: [body, embedder + head], or the latter alone
         record = {"train_loss": total / max(count, 1), "val_loss": val_loss,
                   **{f"val_{k}": v for k, v in scores.items() if k != "loss"},

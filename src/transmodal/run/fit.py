@@ -64,25 +64,28 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     notes: list[str] = []  # what the user should know: printed (progress) and in summary.json
     ds = load_dataset(data if data is not None else cfg.data,
                       test_arrays if test_arrays is not None else cfg.test_data, cfg.label_column,
-                      cfg.id_column)
+                      cfg.id_column, cfg.text_column)
     task = get_task(task_name(cfg, ds))
     task.configure(cfg)
-    codes = class_code_note(ds.y_train) if cfg.task == "auto" and task.name == "regression" else None
+    y_train, y_test = fit_targets_of(ds, cfg, task, notes, progress)
+    captions = y_train is ds.text_train  # a caption per sample instead of labels
+    codes = class_code_note(y_train) if cfg.task == "auto" and task.name == "regression" else None
     if codes:
         _note(notes, progress, codes)
-    task.check_targets(ds.x_train, ds.y_train)
-    tr, va = split_train_val(ds.y_train, task, cfg.val_fraction, cfg.seed)
-    pre = Preprocessor.fit(ds.x_train[tr], ds.y_train[tr], task, ds.variable_length,
+    task.check_targets(ds.x_train, y_train)
+    tr, va = split_train_val(y_train, task, cfg.val_fraction, cfg.seed)
+    pre = Preprocessor.fit(ds.x_train[tr], y_train[tr], task, ds.variable_length,
                            image_norm="unit" if takes_pixels(cfg.body) else "channel",
                            feature_names=ds.feature_names)
-    x_tr, y_tr = pre.transform_x(ds.x_train[tr]), pre.transform_y(ds.y_train[tr])
-    x_va, y_va = pre.transform_x(ds.x_train[va]), pre.transform_y(ds.y_train[va])
+    x_tr, y_tr = pre.transform_x(ds.x_train[tr]), pre.transform_y(y_train[tr])
+    x_va, y_va = pre.transform_x(ds.x_train[va]), pre.transform_y(y_train[va])
     if ds.x_test is not None:
         x_te = pre.transform_x(ds.x_test)  # checks grid/channels now, not after training
-        task.check_eval_targets(ds.x_test, ds.y_test)  # e.g. unseen labels: clear error now
-    weights = sample_weights(sample_weight, ds.y_train, task, tr, va)
-    fingerprint = data_fingerprint(ds.x_train, ds.y_train, ds.x_test, ds.y_test,
-                                   *(() if weights is None else weights))
+        task.check_eval_targets(ds.x_test, y_test)  # e.g. unseen labels: clear error now
+    weights = sample_weights(sample_weight, y_train, task, tr, va)
+    fingerprint = data_fingerprint(ds.x_train, y_train, ds.x_test, y_test,
+                                   *(() if weights is None else weights),
+                                   *((ds.y_train, ds.y_test) if captions else ()))
     if ckpt is not None and ckpt["fingerprint"] != fingerprint:
         raise ConfigError(f"--resume {resume}: these data differ from the data the run was fitted "
                           "on; pass the same data, or start a new run")
@@ -96,6 +99,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
                      attention_dropout=cfg.attention_dropout, image_size=cfg.image_size,
                      augment=cfg.augment, **task.spec_extras())
     model = build_model(spec)
+    task.check_model(model, [y_train[va], y_test])  # e.g. texts over the text tower's limit
     max_tokens = None if model.body.takes_pixels else min(cfg.max_tokens, model.body.max_tokens)
     if max_tokens is not None and max_tokens < cfg.max_tokens:  # the value used goes to summary.json
         _note(notes, progress, f"--max-tokens {cfg.max_tokens} is above the body's limit of "
@@ -150,7 +154,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     # --- stage 2: refine
     t0 = time.perf_counter()
     with memory_advice("refine", cfg.batch_size):
-        state = refine(model, task, (x_tr, y_tr), (x_va, y_va), ds.y_train[va], cfg, accelerator,
+        state = refine(model, task, (x_tr, y_tr), (x_va, y_va), y_train[va], cfg, accelerator,
                        log=log, progress=progress, checkpointer=checkpointer,
                        resume=ckpt if ckpt is not None and ckpt["stage"] == "refine" else None,
                        weights=weights, callbacks=callbacks)
@@ -162,11 +166,16 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     run._accelerator = accelerator
     metrics = {"val": {k: v for k, v in (state.best_val or {}).items() if k != "loss"}}
     if ds.x_test is not None:
-        raw = predict_outputs(model, x_te, cfg.batch_size * 2, accelerator, shard=True)
-        metrics["test"] = task.score(ds.y_test, task.decode(raw))
+        with task.scoring(model, y_test):
+            raw = predict_outputs(model, x_te, cfg.batch_size * 2, accelerator, shard=True)
+        metrics["test"] = task.score_outputs(y_test, raw)
+        if captions and ds.y_test is not None:
+            metrics["test_zero_shot"] = zero_shot_scores(run, ds.x_test, ds.y_test, notes, progress)
     t0 = time.perf_counter()
     baselines = {}
-    if ds.x_test is not None and cfg.baselines != "none":  # after the model: they never touch it
+    if captions and cfg.baselines != "none":
+        _note(notes, progress, "no baselines for a caption per sample (they predict labels)")
+    elif ds.x_test is not None and cfg.baselines != "none":  # after the model: they never touch it
         baselines = score_baselines(cfg.baselines, ds.x_train, ds.y_train, ds.x_test, ds.y_test,
                                     task.name, cfg.seed)
     elif cfg.baselines != "none":
@@ -211,11 +220,45 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     return run
 
 
+def fit_targets_of(ds: Any, cfg: FitConfig, task: Any, notes: list[str], progress: bool
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The (training, test) targets: the labels, or for a contrastive fit on data with a
+    caption per sample, the captions (the labels, if any, then score zero-shot on the test split)."""
+    if ds.text_train is None:
+        return ds.y_train, ds.y_test
+    if cfg.objective != "contrastive":  # (captions without labels: refused by task_name)
+        _note(notes, progress, "the captions (text_train) are used by --objective contrastive "
+              "only; this supervised fit ignores them")
+        return ds.y_train, ds.y_test
+    if ds.x_test is not None and ds.text_test is None:
+        raise DataError("the training data have captions but the test data have none; give the "
+                        "test split its captions (text_test or the --text-column), or no test split")
+    task.use_captions()
+    return ds.text_train, ds.text_test
+
+
+def zero_shot_scores(run: Run, x: np.ndarray, y: np.ndarray, notes: list[str], progress: bool
+                     ) -> dict[str, float]:
+    """A captioned run's zero-shot scores among the test split's own label words (through the
+    run's templates); labels that are not words (numbers) are skipped with a note."""
+    if y.dtype.kind not in "USO":
+        _note(notes, progress, "the test labels are not words, so no zero-shot score over them")
+        return {}
+    from ..tasks.classification import Classification
+
+    labels = [str(v) for v in np.unique(y).tolist()]
+    pred = run.zero_shot(x, labels)
+    return Classification().score(np.asarray([str(v) for v in y.tolist()]), pred.astype(str))
+
+
 def task_name(cfg: FitConfig, ds: Any) -> str:
     """The task: the contrastive one for ``--objective contrastive``, else ``--task`` (``auto``:
     inferred from the labels)."""
     if cfg.objective == "contrastive":
         return "contrastive"
+    if ds.y_train is None:
+        raise ConfigError("the data hold captions and no labels: fit them with --objective "
+                          "contrastive, or add labels")
     return infer_task(ds.x_train, ds.y_train) if cfg.task == "auto" else cfg.task
 
 
