@@ -223,3 +223,35 @@ def test_bad_caption_options(tiny_bodies, tmp_path, capsys):
                        objective="contrastive", descriptions=str(tmp_path / "d.yaml"), **FAST)
     with pytest.raises(ConfigError, match="captions and no labels"):
         transmodal.fit(_data(), body=tiny_bodies["bert"], **FAST)
+
+
+@pytest.mark.parametrize("text_tune", ["frozen", "lora"])
+def test_caption_run_resumes_bit_identically(tiny_bodies, tmp_path, monkeypatch, one_thread, text_tune):
+    """A crash after the first checkpoint, then a resume: the same log and weights as a run
+    that never stopped (the validation captions' embeddings use no random numbers)."""
+    from transmodal.run import checkpoint
+
+    opts = dict(body=tiny_bodies["bert"], text_body=tiny_bodies["bert"], objective="contrastive",
+                text_tune=text_tune, checkpoint_every=2, device="cpu", seed=3,
+                **{**FAST, "epochs": 4})
+    transmodal.fit(_data(), out=tmp_path / "ref", **opts)
+    real = checkpoint.Checkpointer.save
+
+    def crash_on_second_save(self, **kw):
+        if kw["epoch"] == 4:
+            raise KeyboardInterrupt
+        return real(self, **kw)
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", crash_on_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        transmodal.fit(_data(), out=tmp_path / "run", **opts)
+    monkeypatch.undo()
+    transmodal.fit(_data(), resume=tmp_path / "run", progress=False)
+
+    def records(run):
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    assert records(tmp_path / "run") == records(tmp_path / "ref") and len(records(tmp_path / "ref")) == 4
+    weights = "model/model.safetensors"
+    assert (tmp_path / "run" / weights).read_bytes() == (tmp_path / "ref" / weights).read_bytes()

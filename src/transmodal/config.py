@@ -137,7 +137,9 @@ class FitConfig:
         if self.extra:
             raise ConfigError(f"unknown option(s): {', '.join(sorted(self.extra))}")
         _choice("align", self.align, ("none", *alignment_names()))
-        if self.task in task_names("contrastive"):
+        if self.task in task_names("contrastive") and self.objective == "contrastive":
+            self.task = "auto"  # config.yaml records the task a run trained; the objective picks it
+        elif self.task in task_names("contrastive"):
             raise ConfigError(f"--task {self.task} is trained by --objective contrastive; pass that "
                               "instead of --task")
         _choice("task", self.task, ("auto", *task_names("supervised")))
