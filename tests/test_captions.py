@@ -255,3 +255,38 @@ def test_caption_run_resumes_bit_identically(tiny_bodies, tmp_path, monkeypatch,
     assert records(tmp_path / "run") == records(tmp_path / "ref") and len(records(tmp_path / "ref")) == 4
     weights = "model/model.safetensors"
     assert (tmp_path / "run" / weights).read_bytes() == (tmp_path / "ref" / weights).read_bytes()
+
+
+def test_trained_text_tower_embeds_only_the_batchs_captions(tiny_bodies, monkeypatch):
+    """--text-tune lora with 30 distinct captions: a training step embeds at most its batch's
+    8 captions, and the loss equals the loss against every training caption."""
+    from transmodal.models.text_tower import TextTower
+
+    x, _, kind = captioned()
+    amp = np.abs(x).max(1)
+    text = np.array([f"a {k} wave peaking at {a:.3f}" for k, a in zip(kind, amp)])
+    assert len(set(text[:30])) == 30
+    sizes: list[int] = []
+    original = TextTower.pooled
+
+    def recording(self, texts):
+        sizes.append(len(texts))
+        return original(self, texts)
+
+    monkeypatch.setattr(TextTower, "pooled", recording)
+    run = transmodal.fit({"x_train": x[:30], "text_train": text[:30]}, body=tiny_bodies["bert"],
+                         text_body=tiny_bodies["bert"], objective="contrastive", text_tune="lora",
+                         **{**FAST, "epochs": 1})
+    monkeypatch.undo()
+    train_steps = -(-24 // 8)  # 24 training samples (6 validate), batches of 8
+    assert sizes[:train_steps] and max(sizes[:train_steps]) <= 8
+    assert sizes[train_steps] == 6  # then the validation captions, once
+    model, task = run.model.eval(), run.preprocessor.target
+    yb = torch.tensor([13, 0, 13, 7, 21, 5, 0, 2])  # training captions, two of them twice
+    rows = [int(np.flatnonzero(text == run.model.head.class_texts[i][0])[0]) for i in yb.tolist()]
+    xb = torch.from_numpy(run.preprocessor.transform_x(x[rows, None, :]))  # their samples
+    with torch.no_grad():
+        full = task.loss(model(xb), yb)
+        with task.training_batch(model, yb) as local:
+            batch = task.loss(model(xb), local)
+    assert float(batch) == pytest.approx(float(full), rel=1e-5)

@@ -111,6 +111,12 @@ class Task(ABC):
         the model has to embed (``tasks/contrastive.py``)."""
         return contextlib.nullcontext()
 
+    def training_batch(self, model: Any, target: torch.Tensor) -> ContextManager[torch.Tensor]:
+        """A block around one training step's forward pass of ``model`` (unwrapped); it yields
+        the targets the loss takes. Default: unchanged. A contrastive task with a caption per
+        sample and a trained text encoder embeds only the batch's own captions there."""
+        return contextlib.nullcontext(target)
+
     def score_outputs(self, y_true: np.ndarray, raw: np.ndarray, *weight: np.ndarray) -> dict[str, float]:
         """Scores of raw outputs (made inside :meth:`scoring`); default: of the decoded ones."""
         return self.score(y_true, self.decode(raw), *weight)

@@ -129,6 +129,13 @@ class Contrastive(Classification):
             return contextlib.nullcontext()
         return model.head.against([[t] for t in np.unique(np.asarray(y_true)).tolist()])
 
+    def training_batch(self, model: Any, target: torch.Tensor) -> ContextManager[torch.Tensor]:
+        """Captions with a trained text encoder: a step embeds the batch's own distinct captions
+        (not every training caption); a locked encoder's states are cached, so all are cheap."""
+        if not self.captions or model.head.text_tune == "frozen":
+            return contextlib.nullcontext(target)
+        return model.head.batch_texts(target)
+
     def score(self, y_true: np.ndarray, y_pred: np.ndarray,
               sample_weight: np.ndarray | None = None) -> dict[str, float]:
         """Captions: predictions are the closest caption of the split (sample -> text recall@1)."""

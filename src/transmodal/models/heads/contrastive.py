@@ -73,6 +73,7 @@ class ContrastiveHead(nn.Module):
         # validation split's captions), keyed by the texts
         self._states: dict[tuple[str, ...], torch.Tensor] = {}
         self._fixed: torch.Tensor | None = None  # (K, E) inside against(): the texts scored
+        self._subset: list[int] | None = None  # inside batch_texts(): the training texts used
 
     # ------------------------------------------------------------------ training set-up
     def apply_tuning(self) -> None:
@@ -163,8 +164,26 @@ class ContrastiveHead(nn.Module):
         finally:
             self._fixed = None
 
+    @contextmanager
+    def batch_texts(self, target: torch.Tensor) -> Iterator[torch.Tensor]:
+        """One training step against the batch's own training texts only: logits (B, B') for
+        its B' distinct targets, with gradients into the text tower. Yields the targets as
+        indices among those B' (the in-batch loss gathers the same columns either way)."""
+        ids, inv = torch.unique(target, return_inverse=True)
+        self._subset = ids.tolist()
+        try:
+            yield inv
+        finally:
+            self._subset = None
+
     def forward(self, hidden: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
-        """(B, S, D) -> logits over the class texts (B, K), or over the texts of ``against``."""
+        """(B, S, D) -> logits over the class texts (B, K), over the texts of ``against``, or
+        over the batch's own texts inside ``batch_texts``."""
         z = self.embed(hidden)  # (B, E)
-        t = self._fixed if self._fixed is not None else self.class_embeddings()  # (K, E)
+        if self._fixed is not None:
+            t = self._fixed  # (K', E)
+        elif self._subset is not None:
+            t = self._group_embeddings([self.class_texts[i] for i in self._subset])  # (B', E)
+        else:
+            t = self.class_embeddings()  # (K, E)
         return self.scale() * z @ t.T
