@@ -41,3 +41,31 @@ def test_bench_zeroshot_quick_runs(tmp_path):
     assert main(["--quick", "--out-dir", str(tmp_path)]) == 0
     text = (tmp_path / "zeroshot.md").read_text()
     assert "unseen combinations (among the 8 unseen names)" in text and "chance" in text
+
+
+def test_captioned_variant_says_each_samples_size():
+    from transmodal.data.described import SIZES, caption, make_captioned_signals
+
+    d = make_captioned_signals(n_train=6, n_test=3, length=64, noise=0.0, seed=0)
+    assert len(d.text_train) == len(d.x_train) == len(d.y_train) and len(d.text_unseen) == len(d.x_unseen)
+    assert len(set(d.text_train)) > len(set(d.y_train))  # the size word splits the classes
+    for text, y in zip(d.text_train, d.y_train):
+        assert text.split()[1] in SIZES and text.replace(f" {text.split()[1]}", "", 1) == y
+    peak = np.abs(d.x_train[:, 0]).max(1)
+    size = np.array([t.split()[1] for t in d.text_train])
+    assert peak[size == "small"].max() < peak[size == "large"].min()  # the word means what it says
+    assert caption("sine", "slow", "rising", "large") == "a large slow sine wave with rising amplitude"
+    np.testing.assert_array_equal(make_captioned_signals(seed=2).x_test, make_captioned_signals(seed=2).x_test)
+
+
+def test_bench_zeroshot_captions_quick_runs(tiny_bodies, tmp_path):
+    import json
+
+    from transmodal.bench.zeroshot import main
+
+    assert main(["--quick", "--captions", "--body", tiny_bodies["bert"], "--text-body",
+                 tiny_bodies["bert"], "--max-tokens", "16", "--out-dir", str(tmp_path)]) == 0
+    text = (tmp_path / "zeroshot_captions.md").read_text()
+    assert "caption -> sample" in text and "unseen combinations" in text
+    result = json.loads((tmp_path / "zeroshot_captions.json").read_text())["results"][0]
+    assert set(result["unseen"]) >= {"sample_to_text_recall_at_10", "text_to_sample_recall_at_1"}

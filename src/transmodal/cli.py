@@ -317,7 +317,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .run import load
 
     run = load(args.run)
-    if _is_csv(args.data):  # one table, no test split; columns matched by name
+    if run.preprocessor.target.view == "retrieval":  # a caption per sample: scored on captions
+        ds = load_dataset(args.data, label_column=args.label_column or run.config.label_column,
+                          text_column=run.config.text_column if _is_csv(args.data) else None)
+        all_rows = ds.x_test is None
+        x, y = (ds.x_train, ds.text_train) if all_rows else (ds.x_test, ds.text_test)
+        if y is None:
+            raise DataError(f"{args.data} has no captions (text_train/text_test, or the run's "
+                            "text column) to score this captioned run on")
+    elif _is_csv(args.data):  # one table, no test split; columns matched by name
         x, y, _ = _read_csv_input(args, run, labels=True)
         all_rows = True
     else:
@@ -472,7 +480,8 @@ def _read_csv_input(args: argparse.Namespace, run: Any, labels: bool) -> tuple[A
     frame, y, ids = read_table(Path(args.data), args.label_column or run.config.label_column,
                                args.id_column or run.config.id_column, label_required=labels,
                                id_required=args.id_column is not None)
-    return frame_inputs(frame, run.preprocessor.feature_names, args.data), y, ids
+    return frame_inputs(frame, run.preprocessor.feature_names, args.data,
+                        drop=(run.config.text_column,)), y, ids
 
 
 def load_inputs(args: argparse.Namespace, run: Any) -> tuple[Any, Any]:

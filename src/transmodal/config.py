@@ -66,6 +66,10 @@ class FitConfig:
     label_column: str = option("label", "CSV label column", group="data")
     id_column: str | None = option(None, "CSV column of sample ids: not a feature; predict "
                                    "writes it beside the predictions", group="data")
+    text_column: str | None = option(None, "CSV column of a caption per sample (--objective "
+                                     "contrastive): the text each sample is bound to, instead "
+                                     "of its label in templates; labels become optional",
+                                     group="data")
     task: str = option("auto", "what to predict; auto: inferred from the labels",
                        choices="auto|" + "|".join(task_names("supervised")), group="data")
     body: str = option("minilm", "pretrained body: minilm (offline default), efficientnet-lite0 "
@@ -146,7 +150,9 @@ class FitConfig:
         if self.extra:
             raise ConfigError(f"unknown option(s): {', '.join(sorted(self.extra))}")
         _choice("align", self.align, ("none", *alignment_names()))
-        if self.task in task_names("contrastive"):
+        if self.task in task_names("contrastive") and self.objective == "contrastive":
+            self.task = "auto"  # config.yaml records the task a run trained; the objective picks it
+        elif self.task in task_names("contrastive"):
             raise ConfigError(f"--task {self.task} is trained by --objective contrastive; pass that "
                               "instead of --task")
         _choice("task", self.task, ("auto", *task_names("supervised")))
@@ -156,9 +162,12 @@ class FitConfig:
         self._check_text_options()
         self._check_member_options()
         _choice("baselines", self.baselines, BASELINE_CHOICES)
-        if self.id_column is not None and self.id_column == self.label_column:
-            raise ConfigError(f"--id-column and --label-column are both {self.id_column!r}; "
-                              "a column is either the ids or the labels")
+        columns = [(f, n) for f, n in (("--label-column", self.label_column), ("--id-column",
+                   self.id_column), ("--text-column", self.text_column)) if n is not None]
+        for i, (flag, name) in enumerate(columns):
+            for other, same in columns[i + 1:]:
+                if name == same:
+                    raise ConfigError(f"{flag} and {other} are both {name!r}; a column has one role")
         parse_tune(self.tune)
         from .engine.trackers import parse_report_to
 
@@ -203,7 +212,8 @@ class FitConfig:
             self.templates_file = None  # resolved into templates: config.yaml records them
         if self.objective != "contrastive":
             given = [flag for flag, name in (("--template", "templates"),
-                                             ("--descriptions", "descriptions")) if getattr(self, name)]
+                                             ("--descriptions", "descriptions"),
+                                             ("--text-column", "text_column")) if getattr(self, name)]
             if given:
                 raise ConfigError(f"{given[0]} applies to --objective contrastive only")
             return

@@ -65,19 +65,22 @@ def resample_to(series: np.ndarray, length: int) -> np.ndarray:
     return np.stack([np.interp(new, old, series[i]) for i in range(c)])
 
 
-def check_xy(x: np.ndarray, y: np.ndarray) -> None:
-    """Shape, length and finiteness checks with one clear message each."""
+def check_xy(x: np.ndarray, y: np.ndarray | None) -> None:
+    """Shape, length and finiteness checks with one clear message each (``y`` None: a set with
+    captions and no labels, checked by :func:`as_texts`)."""
     if x.shape[0] == 0:
         raise DataError("x has zero samples; give at least a few labelled samples")
-    if y.ndim == 0:
-        raise DataError("y must have one label per sample, got a scalar")
-    if len(x) != len(y):
-        raise DataError(f"x has {len(x)} samples but y has {len(y)}; they must match")
     if not np.isfinite(x).all():
         bad = np.argwhere(~np.isfinite(x))[0]
         raise DataError(
             f"x contains NaN or inf (first at sample {bad[0]}); fill or drop those values first"
         )
+    if y is None:
+        return
+    if y.ndim == 0:
+        raise DataError("y must have one label per sample, got a scalar")
+    if len(x) != len(y):
+        raise DataError(f"x has {len(x)} samples but y has {len(y)}; they must match")
     check_labels(y)
 
 
@@ -89,3 +92,24 @@ def check_labels(y: np.ndarray) -> None:
     if y.dtype.kind == "O":
         if any(v is None or (isinstance(v, float) and not np.isfinite(v)) for v in y.ravel()):
             raise DataError("y contains missing labels (None/NaN); drop those samples")
+
+
+def as_texts(values: Any, n: int, where: str) -> np.ndarray:
+    """One caption per sample as a str array (N,): every cell a non-blank text. Empty,
+    whitespace-only and missing (None/NaN, as pandas reads an empty CSV cell) cells are refused,
+    since a sample without words has nothing for the text tower to match."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise DataError(f"{where} must hold one text per sample; it has shape {arr.shape}")
+    if len(arr) != n:
+        raise DataError(f"{where} has {len(arr)} texts but x has {n} samples; give one caption "
+                        "per sample")
+    for i, v in enumerate(arr.tolist()):
+        if not isinstance(v, str):
+            what = "missing (NaN/None)" if v is None or (isinstance(v, float) and v != v) else f"not a text ({v!r})"
+            raise DataError(f"{where}: the caption of sample {i} is {what}; every sample needs "
+                            "words: fill or drop it")
+        if not v.strip():
+            raise DataError(f"{where}: the caption of sample {i} is empty; every sample needs "
+                            "words: fill or drop it")
+    return arr.astype(str)

@@ -10,6 +10,11 @@ training: a combination (w, s, e) (indices in the lists above) is unseen when
 ``(w + s + e) % 3 == 0``, which holds for exactly one envelope per (waveform, speed) pair: 8
 unseen combinations, 16 seen, each word in 4 or more seen ones. Zero-shot on an unseen
 combination is then a real test of composing words the model learned apart (DESIGN.md, "CLIP").
+
+A caption-per-sample variant (:func:`make_captioned_signals`) adds a per-sample detail said in
+words: the **size** of the signal (small, medium, large: the amplitude times 0.4, 1 or 2.5),
+so samples of one class have different captions ("a large slow sine wave with rising
+amplitude") and retrieval must read the size too.
 """
 
 from __future__ import annotations
@@ -97,3 +102,47 @@ def make_described_signals(n_train: int = 20, n_test: int = 10, length: int = 12
     x_test, y_test = draw(seen, n_test)
     x_unseen, y_unseen = draw(unseen, n_test)
     return DescribedSignals(x_train, y_train, x_test, y_test, x_unseen, y_unseen, seen, unseen)
+
+
+SIZES = {"small": 0.4, "medium": 1.0, "large": 2.5}  # amplitude factor of each size word
+
+
+def caption(waveform: str, speed: str, envelope: str, size: str) -> str:
+    """A sample's caption: its class sentence with its size word in front."""
+    return f"a {size} {speed} {waveform} wave with {envelope} amplitude"
+
+
+@dataclass
+class CaptionedSignals(DescribedSignals):
+    """DescribedSignals plus a caption per sample (``caption``), aligned with x and y."""
+
+    text_train: np.ndarray | None = None
+    text_test: np.ndarray | None = None
+    text_unseen: np.ndarray | None = None
+
+
+def make_captioned_signals(n_train: int = 20, n_test: int = 10, length: int = 128,
+                           noise: float = 0.1, seed: int = 0) -> CaptionedSignals:
+    """As :func:`make_described_signals` (same split of combinations), each sample scaled by a
+    size drawn uniformly from ``SIZES`` and captioned with it; fixed by ``seed``."""
+    rng = np.random.default_rng(seed)
+    combos = combinations()
+    seen = [c for c in combos if not is_unseen(*c)]
+    unseen = [c for c in combos if is_unseen(*c)]
+    names = list(SIZES)
+
+    def draw(group: list[tuple[str, str, str]], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        xs, ys, texts = [], [], []
+        for c in group:
+            for _ in range(n):
+                size = names[int(rng.integers(len(names)))]
+                xs.append(SIZES[size] * signal(*c, length, noise, rng))
+                ys.append(label(*c))
+                texts.append(caption(*c, size))
+        return np.stack(xs)[:, None, :].astype(np.float32), np.asarray(ys), np.asarray(texts)
+
+    x_train, y_train, t_train = draw(seen, n_train)
+    x_test, y_test, t_test = draw(seen, n_test)
+    x_unseen, y_unseen, t_unseen = draw(unseen, n_test)
+    return CaptionedSignals(x_train, y_train, x_test, y_test, x_unseen, y_unseen, seen, unseen,
+                            t_train, t_test, t_unseen)

@@ -31,6 +31,7 @@ class RefineStage(Stage):
         weight the training loss, the validation loss and the validation scores."""
         x_tr, y_tr = train
         self.model, self.task, self.val, self.val_true = model, task, val, val_true
+        self.unwrapped = accelerator.unwrap_model(model)  # the module the task's hooks reach into
         self.val_weight = None if weights is None else weights[1]
         # the weights travel with their samples through the shuffled loader (same draws:
         # the sampler's permutation does not depend on how many tensors a sample holds)
@@ -59,8 +60,9 @@ class RefineStage(Stage):
 
     def batch_loss(self, batch: Any) -> tuple[torch.Tensor, int]:
         xb, yb, *wb = batch  # wb: [weights] when sample weights were given
-        with self.accelerator.autocast():
-            out = self.model(xb)
+        with self.task.training_batch(self.unwrapped, yb) as yb:
+            with self.accelerator.autocast():
+                out = self.model(xb)
         return self.task.loss(out, yb, *wb), len(xb)
 
     def end_epoch(self, state: LoopState, losses: list[tuple[float, int]], skipped: int) -> EpochEnd:
@@ -73,11 +75,12 @@ class RefineStage(Stage):
 
             total, count = global_mean_loss(self.accelerator, total, count)
         x_va, y_va = self.val
-        raw = predict_outputs(self.model, x_va, self.eval_batch, self.accelerator, shard=True)
+        with self.task.scoring(self.unwrapped, self.val_true):
+            raw = predict_outputs(self.model, x_va, self.eval_batch, self.accelerator, shard=True)
         w = () if self.val_weight is None else (self.val_weight,)
         val_loss = float(self.task.loss(torch.from_numpy(raw), torch.from_numpy(y_va),
                                         *(torch.from_numpy(v) for v in w)))
-        scores = {**self.task.score(self.val_true, self.task.decode(raw), *w), "loss": val_loss}
+        scores = {**self.task.score_outputs(self.val_true, raw, *w), "loss": val_loss}
         lrs = self.scheduler.get_last_lr()  # groups: [body, embedder + head], or the latter alone
         record = {"train_loss": total / max(count, 1), "val_loss": val_loss,
                   **{f"val_{k}": v for k, v in scores.items() if k != "loss"},

@@ -53,13 +53,20 @@ class TextTower(nn.Module):
         """Token ids and attention mask (N, T); a text longer than the encoder's limit is an error."""
         tok = self.tokenizer()
         enc = tok(list(texts), padding=True, return_tensors="pt")
-        limit = self.encoder.max_tokens
-        if enc["input_ids"].shape[1] > limit:
-            lengths = enc["attention_mask"].sum(1)
-            worst = int(lengths.argmax())
-            raise DataError(f"the text {texts[worst][:60]!r} is {int(lengths[worst])} tokens long; the "
-                            f"text tower takes at most {limit}: shorten it")
+        if enc["input_ids"].shape[1] > self.encoder.max_tokens:
+            self._too_long(texts, enc["attention_mask"].sum(1).tolist())
         return enc["input_ids"], enc["attention_mask"]
+
+    def check_lengths(self, texts: Sequence[str]) -> None:
+        """Every text within the encoder's token limit (checked before training starts)."""
+        lengths = [len(ids) for ids in self.tokenizer()(list(texts))["input_ids"]]
+        if lengths and max(lengths) > self.encoder.max_tokens:
+            self._too_long(texts, lengths)
+
+    def _too_long(self, texts: Sequence[str], lengths: list[int]) -> None:
+        worst = max(range(len(lengths)), key=lengths.__getitem__)
+        raise DataError(f"the text {texts[worst][:60]!r} is {lengths[worst]} tokens long; the "
+                        f"text tower takes at most {self.encoder.max_tokens}: shorten it")
 
     def pooled(self, texts: Sequence[str]) -> torch.Tensor:
         """The encoder's sentence embeddings of ``texts``: (N, D)."""

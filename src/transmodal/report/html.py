@@ -87,27 +87,40 @@ def _predictions(run: Any, config: dict[str, Any], data: Any, label_column: str 
     from ..data import load_dataset, split_train_val
 
     label_column = label_column or config.get("label_column", "label")
+    target = run.preprocessor.target
+    texts = target.view == "retrieval"  # a caption per sample: the captions are the targets
+
+    def text_column(spec: Any) -> str | None:
+        return config.get("text_column") if str(spec).endswith(".csv") else None
+
     if data is not None:
-        ds = load_dataset(data, label_column=label_column)
+        ds = load_dataset(data, label_column=label_column, text_column=text_column(data))
+        y_train, y_test = (ds.text_train, ds.text_test) if texts else (ds.y_train, ds.y_test)
         if ds.x_test is not None:
-            x, y, split = ds.x_test, ds.y_test, "test split of the data given"
+            x, y, split = ds.x_test, y_test, "test split of the data given"
         else:
-            x, y, split = ds.x_train, ds.y_train, "data given"
+            x, y, split = ds.x_train, y_train, "data given"
     else:
         name = str(config.get("data"))
         if fitted_on is None and name in IN_MEMORY and not Path(name).exists():
             raise DataError("the run was fitted on in-memory arrays, so the report has no data to "
                             "predict on: pass the data (transmodal report RUN --data x.npz, or "
                             "write_report(RUN, data=(x, y)))")
-        ds = fitted_on if fitted_on is not None else load_dataset(name, config.get("test_data"),
-                                                                  label_column)
+        ds = fitted_on if fitted_on is not None else load_dataset(
+            name, config.get("test_data"), label_column, text_column=text_column(name))
+        y_train, y_test = (ds.text_train, ds.text_test) if texts else (ds.y_train, ds.y_test)
         if ds.x_test is not None:
-            x, y, split = ds.x_test, ds.y_test, "test split"
+            x, y, split = ds.x_test, y_test, "test split"
         else:  # the validation split, carved as fit carved it (same function, seed and fraction)
-            _, va = split_train_val(ds.y_train, run.preprocessor.target,
-                                    float(config.get("val_fraction", 0.2)), int(config.get("seed", 0)))
-            x, y, split = ds.x_train[va], ds.y_train[va], "validation split"
-    run.preprocessor.target.check_eval_targets(x, y)  # labels the model never saw: one clear error
+            _, va = split_train_val(y_train, target, float(config.get("val_fraction", 0.2)),
+                                    int(config.get("seed", 0)))
+            x, y, split = ds.x_train[va], y_train[va], "validation split"
+    if y is None:
+        raise DataError("these data have no captions to score the run's retrieval on; give data "
+                        "with text_train/text_test (or the --text-column)")
+    target.check_eval_targets(x, y)  # labels the model never saw: one clear error
+    if texts:  # the closest of the split's own captions
+        return split, y, run.zero_shot(x, np.unique(y).tolist(), templates="{}")
     return split, y, run.predict(x)
 
 
@@ -118,6 +131,9 @@ def _prediction_parts(run: Any, y_true: np.ndarray, y_pred: np.ndarray) -> str:
     view = run.preprocessor.target.view  # the task says how its predictions are shown
     if view == "classes":
         return text + _classification(run.classes, y_true, y_pred)
+    if view == "retrieval":  # captions: a few samples' own and closest captions
+        rows = [[str(i), str(t), str(p)] for i, (t, p) in enumerate(zip(y_true[:10], y_pred[:10]))]
+        return text + _table(["sample", "its caption", "closest caption of the split"], rows)
     if y_true.ndim >= 2 and list(y_true.shape[1:]) != list(y_pred.shape[1:]):
         raise DataError(f"targets {y_true.shape[1:]} and predictions {y_pred.shape[1:]} differ in shape")
     if view == "fields":

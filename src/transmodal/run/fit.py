@@ -68,14 +68,16 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     notes: list[str] = []  # what the user should know: printed (progress) and in summary.json
     ds = load_dataset(data if data is not None else cfg.data,
                       test_arrays if test_arrays is not None else cfg.test_data, cfg.label_column,
-                      cfg.id_column)
+                      cfg.id_column, cfg.text_column)
     task = get_task(task_name(cfg, ds))
     task.configure(cfg)
-    codes = class_code_note(ds.y_train) if cfg.task == "auto" and task.name == "regression" else None
+    y_train, y_test = fit_targets_of(ds, cfg, task, notes, progress)
+    captions = y_train is ds.text_train  # a caption per sample instead of labels
+    codes = class_code_note(y_train) if cfg.task == "auto" and task.name == "regression" else None
     if codes:
         _note(notes, progress, codes)
-    task.check_targets(ds.x_train, ds.y_train)
-    members = plan_members(ds.y_train, task, cfg) if several_members(cfg) else None
+    task.check_targets(ds.x_train, y_train)
+    members = plan_members(y_train, task, cfg) if several_members(cfg) else None
     if members is not None and ckpt is not None:
         raise ConfigError(f"--resume {resume}: runs with --folds, --ensemble or --method auto "
                           "cannot be resumed yet; start the run again with --overwrite")
@@ -84,13 +86,13 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         raise ConfigError("--folds, --ensemble and --method auto need the training data in memory; "
                           "data streamed from disk (.npy folders) train one model: drop them")
     # one model: the preprocessing is fitted on its training part; several: on all training data
-    tr, va = (split_train_val(ds.y_train, task, cfg.val_fraction, cfg.seed) if members is None
-              else (np.arange(len(ds.y_train)), np.arange(0)))
+    tr, va = (split_train_val(y_train, task, cfg.val_fraction, cfg.seed) if members is None
+              else (np.arange(len(y_train)), np.arange(0)))
     image_norm = "unit" if takes_pixels(cfg.body) else "channel"
     if on_disk:  # inputs on disk: lazy views, normalised per read
         pre, x_tr, x_va, x_te = prepare_streamed(ds, tr, va, task, image_norm)
     else:
-        pre = Preprocessor.fit(ds.x_train[tr], ds.y_train[tr], task, ds.variable_length,
+        pre = Preprocessor.fit(ds.x_train[tr], y_train[tr], task, ds.variable_length,
                                image_norm=image_norm, feature_names=ds.feature_names)
         if members is None:
             x_tr, x_va = pre.transform_x(ds.x_train[tr]), pre.transform_x(ds.x_train[va])
@@ -98,15 +100,16 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
             x_all = pre.transform_x(ds.x_train)  # the members index their parts
         if ds.x_test is not None:
             x_te = pre.transform_x(ds.x_test)  # checks grid/channels now, not after training
-    y_tr, y_va = pre.transform_y(ds.y_train[tr]), pre.transform_y(ds.y_train[va])
+    y_tr, y_va = pre.transform_y(y_train[tr]), pre.transform_y(y_train[va])
     if ds.x_test is not None:
-        task.check_eval_targets(ds.x_test, ds.y_test)  # e.g. unseen labels: clear error now
-    weights = sample_weights(sample_weight, ds.y_train, task, tr, va) if members is None else None
+        task.check_eval_targets(ds.x_test, y_test)  # e.g. unseen labels: clear error now
+    weights = sample_weights(sample_weight, y_train, task, tr, va) if members is None else None
     if members is not None and sample_weight is not None:
         for m in members:  # checked now: a split with only zero weights fails before training
-            sample_weights(sample_weight, ds.y_train, task, m.train, m.val)
-    fingerprint = data_fingerprint(ds.x_train, ds.y_train, ds.x_test, ds.y_test,
-                                   *(() if weights is None else weights))
+            sample_weights(sample_weight, y_train, task, m.train, m.val)
+    fingerprint = data_fingerprint(ds.x_train, y_train, ds.x_test, y_test,
+                                   *(() if weights is None else weights),
+                                   *((ds.y_train, ds.y_test) if captions else ()))
     if ckpt is not None and ckpt["fingerprint"] != fingerprint:
         raise ConfigError(f"--resume {resume}: these data differ from the data the run was fitted "
                           "on; pass the same data, or start a new run")
@@ -122,6 +125,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     if members is not None:
         seed_everything(members[0].seed)
     model = build_model(spec)
+    task.check_model(model, [y_train[va], y_test])  # e.g. texts over the text tower's limit
     max_tokens = None if model.body.takes_pixels else min(cfg.max_tokens, model.body.max_tokens)
     if max_tokens is not None and max_tokens < cfg.max_tokens:  # the value used goes to summary.json
         _note(notes, progress, f"--max-tokens {cfg.max_tokens} is above the body's limit of "
@@ -156,7 +160,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     # a multi-member run keeps no resumable checkpoint (it cannot be resumed yet, see above)
     checkpointer = (Checkpointer(folder.path, cfg.checkpoint_every, fingerprint, accelerator.num_processes)
                     if folder and members is None else None)
-    trainer = _MemberTrainer(task, cfg, accelerator, progress, callbacks, ds.y_train,
+    trainer = _MemberTrainer(task, cfg, accelerator, progress, callbacks, y_train,
                              lambda text: _note(notes, progress, text))
 
     if members is None:  # one model: the holdout split above
@@ -180,7 +184,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
                       file=sys.stderr)
             member_cfg = dataclasses.replace(cfg, seed=m.seed)
             w = (None if sample_weight is None else
-                 sample_weights(sample_weight, ds.y_train, task, m.train, m.val))
+                 sample_weights(sample_weight, y_train, task, m.train, m.val))
             model, state, aligned, ta, tf = trainer.train(
                 model, (x_all[m.train], y_all[m.train]), (x_all[m.val], y_all[m.val]), m.val,
                 lambda rec, i=m.index: log({**rec, "member": i}), None, None, w, member_cfg)
@@ -199,9 +203,9 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     rival, choice, model_weight, t_rival = None, None, 1.0, 0.0
     metrics: dict[str, Any] = {}
     if members is not None and cfg.folds:
-        oof = out_of_fold_outputs(task, members, oof_parts, len(ds.y_train))
+        oof = out_of_fold_outputs(task, members, oof_parts, len(y_train))
         y_enc = y_all  # encoded targets of all training samples
-        metrics["val"] = task.score(ds.y_train, task.decode(oof))  # out-of-fold: every sample once
+        metrics["val"] = task.score(y_train, task.decode(oof))  # out-of-fold: every sample once
         if cfg.method == "auto":
             t0 = time.perf_counter()
             rival, choice = _choose_rival(task, cfg, ds, y_enc, oof, members, progress)
@@ -219,16 +223,21 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     run._accelerator = accelerator
     components: dict[str, Any] = {}
     if ds.x_test is not None:
-        if members is None:
-            raw = predict_outputs(model, x_te, cfg.batch_size * 2, accelerator, shard=True)
-        else:
-            raw = run._outputs(run._inputs(ds.x_test))
-            if rival is not None or len(fitted) > 1:  # each part alone, for the user (not chosen on)
-                components = run.component_scores(ds.x_test, ds.y_test)
-        metrics["test"] = task.score(ds.y_test, task.decode(raw))
+        with task.scoring(model, y_test):
+            if members is None:
+                raw = predict_outputs(model, x_te, cfg.batch_size * 2, accelerator, shard=True)
+            else:
+                raw = run._outputs(run._inputs(ds.x_test))
+        if members is not None and (rival is not None or len(fitted) > 1):
+            components = run.component_scores(ds.x_test, y_test)  # each part alone (not chosen on)
+        metrics["test"] = task.score_outputs(y_test, raw)
+        if captions and ds.y_test is not None:
+            metrics["test_zero_shot"] = zero_shot_scores(run, ds.x_test, ds.y_test, notes, progress)
     t0 = time.perf_counter()
     baselines = {}
-    if ds.x_test is not None and cfg.baselines != "none":  # after the model: they never touch it
+    if captions and cfg.baselines != "none":
+        _note(notes, progress, "no baselines for a caption per sample (they predict labels)")
+    elif ds.x_test is not None and cfg.baselines != "none":  # after the model: they never touch it
         baselines = score_baselines(cfg.baselines, ds.x_train, ds.y_train, ds.x_test, ds.y_test,
                                     task.name, cfg.seed)
     elif cfg.baselines != "none":
@@ -239,7 +248,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         "task": task.name, "data": cfg.data or ds.name, "body": cfg.body, "align": cfg.align,
         "tune": cfg.tune, "metrics": metrics, "baselines": baselines, "best_epoch": state.best_epoch,
         "epochs_run": state.epoch, "trainable_params": trainable, "total_params": total,
-        "n_train": len(tr) if members is None else len(ds.y_train), "n_val": len(va),
+        "n_train": len(tr) if members is None else len(y_train), "n_val": len(va),
         "n_test": 0 if ds.x_test is None else len(ds.x_test),
         "device": str(accelerator.device), "precision": precision, "max_tokens": max_tokens,
         **model.embedder.layout(),  # how inputs reach the body: tokens and patch, or image size
@@ -360,11 +369,45 @@ def _mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
 
 
+def fit_targets_of(ds: Any, cfg: FitConfig, task: Any, notes: list[str], progress: bool
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The (training, test) targets: the labels, or for a contrastive fit on data with a
+    caption per sample, the captions (the labels, if any, then score zero-shot on the test split)."""
+    if ds.text_train is None:
+        return ds.y_train, ds.y_test
+    if cfg.objective != "contrastive":  # (captions without labels: refused by task_name)
+        _note(notes, progress, "the captions (text_train) are used by --objective contrastive "
+              "only; this supervised fit ignores them")
+        return ds.y_train, ds.y_test
+    if ds.x_test is not None and ds.text_test is None:
+        raise DataError("the training data have captions but the test data have none; give the "
+                        "test split its captions (text_test or the --text-column), or no test split")
+    task.use_captions()
+    return ds.text_train, ds.text_test
+
+
+def zero_shot_scores(run: Run, x: np.ndarray, y: np.ndarray, notes: list[str], progress: bool
+                     ) -> dict[str, float]:
+    """A captioned run's zero-shot scores among the test split's own label words (through the
+    run's templates); labels that are not words (numbers) are skipped with a note."""
+    if y.dtype.kind not in "USO":
+        _note(notes, progress, "the test labels are not words, so no zero-shot score over them")
+        return {}
+    from ..tasks.classification import Classification
+
+    labels = [str(v) for v in np.unique(y).tolist()]
+    pred = run.zero_shot(x, labels)
+    return Classification().score(np.asarray([str(v) for v in y.tolist()]), pred.astype(str))
+
+
 def task_name(cfg: FitConfig, ds: Any) -> str:
     """The task: the contrastive one for ``--objective contrastive``, else ``--task`` (``auto``:
     inferred from the labels)."""
     if cfg.objective == "contrastive":
         return "contrastive"
+    if ds.y_train is None:
+        raise ConfigError("the data hold captions and no labels: fit them with --objective "
+                          "contrastive, or add labels")
     return infer_task(ds.x_train, ds.y_train) if cfg.task == "auto" else cfg.task
 
 

@@ -58,7 +58,8 @@ class Run:
         fitted on a table knows them); its label and id columns are left out."""
         if is_frame(x):
             x = frame_inputs(x, self.preprocessor.feature_names, "input",
-                             drop=(self.config.label_column, self.config.id_column))
+                             drop=(self.config.label_column, self.config.id_column,
+                                   self.config.text_column))
         target = self.preprocessor.input_shape[-1] if self.preprocessor.variable_length else None
         arr, _ = as_inputs(x, target_length=target)
         if len(arr) == 0:
@@ -165,13 +166,19 @@ class Run:
         return self.preprocessor.target.probabilities(self._raw(x))
 
     def evaluate(self, x: Any, y: Any) -> dict[str, float]:
-        """The task's scores of predictions on ``x`` against labels ``y``."""
+        """The task's scores of predictions on ``x`` against labels ``y`` (a run fitted on a
+        caption per sample: ``y`` are the captions of ``x``, scored by retrieval recall@k)."""
         y = np.asarray(y)
         target = self.preprocessor.target
         on_disk = isinstance(x, (np.memmap, DiskArray))
         arr = as_disk(x) if on_disk else self._inputs(x)
         target.check_eval_targets(arr, y)  # e.g. labels the model never saw: clear error
-        return target.score(y, target.decode(self._raw(arr) if on_disk else self._outputs(arr)))
+        if len(y) != len(arr):
+            raise DataError(f"x has {len(arr)} samples but y has {len(y)}; they must match")
+        self._device()
+        with target.scoring(self.model, y):
+            raw = self._raw(arr) if on_disk else self._outputs(arr)
+        return target.score_outputs(y, raw)
 
     # ------------------------------------------------------------------ language (contrastive runs)
     def _contrastive_head(self):

@@ -127,11 +127,14 @@ def _primary(data: Any, cfg: FitConfig) -> tuple[str, bool]:
     """The metric (and direction) trials are scored on: the task's primary metric. Loading the
     data here also reports data errors once, before any trial runs."""
     from ..data import load_dataset
-    from ..tasks import get_task, infer_task
+    from ..run.fit import fit_targets_of, task_name
+    from ..tasks import get_task
 
-    ds = load_dataset(data, cfg.test_data, cfg.label_column)
-    task = get_task(infer_task(ds.x_train, ds.y_train) if cfg.task == "auto" else cfg.task)
-    task.check_targets(ds.x_train, ds.y_train)
+    ds = load_dataset(data, cfg.test_data, cfg.label_column, cfg.id_column, cfg.text_column)
+    task = get_task(task_name(cfg, ds))  # the contrastive task under --objective contrastive
+    task.configure(cfg)
+    y_train, _ = fit_targets_of(ds, cfg, task, [], progress=False)  # captions, when given
+    task.check_targets(ds.x_train, y_train)
     return task.primary
 
 

@@ -12,8 +12,9 @@ or score predictions); ``fit_targets`` learns what encoding needs from the train
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, ContextManager
 
 import numpy as np
 import torch
@@ -109,6 +110,27 @@ class Task(ABC):
         """Scores of predictions in label space; the primary metric is one of them.
 
         Called with ``sample_weight`` (validation weights) only when sample weights were given."""
+
+    def scoring(self, model: Any, y_true: np.ndarray) -> ContextManager[None]:
+        """A block inside which the raw outputs of ``model`` (unwrapped) are made for scoring
+        against ``y_true`` (validation, test, ``evaluate``). Default: nothing changes. A
+        contrastive task with a caption per sample scores the split's own captions, new texts
+        the model has to embed (``tasks/contrastive.py``)."""
+        return contextlib.nullcontext()
+
+    def training_batch(self, model: Any, target: torch.Tensor) -> ContextManager[torch.Tensor]:
+        """A block around one training step's forward pass of ``model`` (unwrapped); it yields
+        the targets the loss takes. Default: unchanged. A contrastive task with a caption per
+        sample and a trained text encoder embeds only the batch's own captions there."""
+        return contextlib.nullcontext(target)
+
+    def score_outputs(self, y_true: np.ndarray, raw: np.ndarray, *weight: np.ndarray) -> dict[str, float]:
+        """Scores of raw outputs (made inside :meth:`scoring`); default: of the decoded ones."""
+        return self.score(y_true, self.decode(raw), *weight)
+
+    def check_model(self, model: Any, eval_targets: list[np.ndarray | None]) -> None:
+        """Checks that need the built model, before a run folder is written (e.g. texts longer
+        than a text tower takes); ``eval_targets``: the validation and test targets."""
 
     def compare(self, new: dict[str, float], best: dict[str, float] | None) -> int:
         """+1 if ``new`` beats ``best`` on the primary metric, 0 on a tie, -1 if worse.

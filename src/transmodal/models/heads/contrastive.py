@@ -9,13 +9,15 @@
 The raw outputs are logits over the training class texts, so classification decoding, scores
 and the best-epoch choice work unchanged; the contrastive task's loss (``tasks/contrastive.py``)
 gathers the in-batch text columns from them. Zero-shot prediction swaps ``t`` for the
-embeddings of new label texts (``text_embeddings``).
+embeddings of new label texts (``text_embeddings``); scoring a split's own captions swaps it
+inside ``against(groups)``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -28,6 +30,7 @@ INIT_TEMPERATURE = 0.07
 MAX_LOGIT_SCALE = 100.0
 TEXT_TUNES = ("frozen", "lora", "full")
 TEXT_LORA = {"r": 8, "alpha": 16, "dropout": 0.05}  # --text-tune lora: peft adapters on the encoder
+LOCKED_CHUNK = 256  # texts per encoder call when caching a locked encoder's states (memory)
 
 
 @register_head("contrastive")
@@ -66,7 +69,11 @@ class ContrastiveHead(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / INIT_TEMPERATURE)))
         self.class_texts = [list(t) for t in class_texts]
         self.text_tune = text_tune
-        self._pooled: torch.Tensor | None = None  # frozen tower: encoder states of class_texts
+        # frozen tower: encoder states of each text set used so far (the training texts, a
+        # validation split's captions), keyed by the texts
+        self._states: dict[tuple[str, ...], torch.Tensor] = {}
+        self._fixed: torch.Tensor | None = None  # (K, E) inside against(): the texts scored
+        self._subset: list[int] | None = None  # inside batch_texts(): the training texts used
 
     # ------------------------------------------------------------------ training set-up
     def apply_tuning(self) -> None:
@@ -113,23 +120,70 @@ class ContrastiveHead(nn.Module):
                               device=self.proj.weight.device)
         return self._ensemble(self.text.pooled(flat), owners, len(groups))
 
-    def class_embeddings(self) -> torch.Tensor:
-        """(K, E) for the training class texts; a locked encoder's states are computed once."""
-        if self.text_tune != "frozen":
-            return self.text_embeddings(self.class_texts)
-        device = self.proj.weight.device
-        if self._pooled is None or self._pooled.device != device:
-            flat = [t for g in self.class_texts for t in g]
+    def _locked_states(self, flat: list[str]) -> torch.Tensor:
+        """A locked encoder's states (N, D) of ``flat``, computed once per text set (in chunks:
+        a caption per sample can mean thousands of texts)."""
+        key = tuple(flat)
+        states = self._states.get(key)
+        if states is None or states.device != self.proj.weight.device:
             was = self.text.encoder.training
             self.text.encoder.eval()  # a fixed function: no dropout in the cached states
             with torch.no_grad():
-                self._pooled = self.text.pooled(flat)
+                states = torch.cat([self.text.pooled(flat[i: i + LOCKED_CHUNK])
+                                    for i in range(0, len(flat), LOCKED_CHUNK)])
             self.text.encoder.train(was)
-        owners = torch.tensor([i for i, g in enumerate(self.class_texts) for _ in g], device=device)
-        return self._ensemble(self._pooled, owners, len(self.class_texts))
+            self._states[key] = states
+        return states
+
+    def _group_embeddings(self, groups: Sequence[Sequence[str]]) -> torch.Tensor:
+        """(K, E) for groups of sentences: a locked encoder's states come from the cache."""
+        if self.text_tune != "frozen":
+            return self.text_embeddings(groups)
+        owners = torch.tensor([i for i, g in enumerate(groups) for _ in g], device=self.proj.weight.device)
+        return self._ensemble(self._locked_states([t for g in groups for t in g]), owners, len(groups))
+
+    def class_embeddings(self) -> torch.Tensor:
+        """(K, E) for the training class texts; a locked encoder's states are computed once."""
+        return self._group_embeddings(self.class_texts)
+
+    @contextmanager
+    def against(self, groups: Sequence[Sequence[str]]) -> Iterator[None]:
+        """Logits against ``groups`` instead of the training texts inside the block (a split
+        scored on its own captions). Their embeddings are computed once on entry, without
+        gradients and dropout: once per validation when the text encoder trains; a locked
+        encoder's states once in all (cached by text set)."""
+        was = self.text.training
+        self.text.eval()
+        try:
+            with torch.no_grad():
+                self._fixed = self._group_embeddings(groups)
+        finally:
+            self.text.train(was)
+        try:
+            yield
+        finally:
+            self._fixed = None
+
+    @contextmanager
+    def batch_texts(self, target: torch.Tensor) -> Iterator[torch.Tensor]:
+        """One training step against the batch's own training texts only: logits (B, B') for
+        its B' distinct targets, with gradients into the text tower. Yields the targets as
+        indices among those B' (the in-batch loss gathers the same columns either way)."""
+        ids, inv = torch.unique(target, return_inverse=True)
+        self._subset = ids.tolist()
+        try:
+            yield inv
+        finally:
+            self._subset = None
 
     def forward(self, hidden: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
-        """(B, S, D) -> logits over the class texts (B, K)."""
+        """(B, S, D) -> logits over the class texts (B, K), over the texts of ``against``, or
+        over the batch's own texts inside ``batch_texts``."""
         z = self.embed(hidden)  # (B, E)
-        t = self.class_embeddings()  # (K, E)
+        if self._fixed is not None:
+            t = self._fixed  # (K', E)
+        elif self._subset is not None:
+            t = self._group_embeddings([self.class_texts[i] for i in self._subset])  # (B', E)
+        else:
+            t = self.class_embeddings()  # (K, E)
         return self.scale() * z @ t.T
