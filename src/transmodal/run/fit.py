@@ -66,6 +66,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
                       test_arrays if test_arrays is not None else cfg.test_data, cfg.label_column,
                       cfg.id_column)
     task = get_task(task_name(cfg, ds))
+    task.check_head(cfg.head)
     task.configure(cfg)
     codes = class_code_note(ds.y_train) if cfg.task == "auto" and task.name == "regression" else None
     if codes:
