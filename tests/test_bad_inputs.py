@@ -5,6 +5,7 @@ One table (``CASES``), one test. Each row builds its input under a fresh folder 
 the API call and the CLI arguments that should both fail with the same message.
 """
 
+import json
 import os
 import pickle
 import re
@@ -342,6 +343,62 @@ def _evaluate_regression_on_strings(c):
             ["evaluate", str(run), "--data", c.npz(x, y)])
 
 
+def _label_texts(c, mapping):
+    path = c.tmp / "texts.yaml"
+    path.write_text("".join(f"{json.dumps(k)}: {json.dumps(v)}\n" for k, v in mapping.items()))
+    return str(path)
+
+
+def _generate(c, mapping=None, y=None, extra_cli=(), **extra):
+    """A --head generate fit (its decoder from the tiny BERT folder) on ``series()``."""
+    x, y0 = series()
+    y = y0 if y is None else y
+    texts = {} if mapping is None else {"label_texts": _label_texts(c, mapping)}
+    cli = ["--head", "generate", "--text-body", c.bodies["bert"], *extra_cli]
+    if texts:
+        cli += ["--label-texts", texts["label_texts"]]
+    return (c.fit_api((x, y), head="generate", text_body=c.bodies["bert"], **texts, **extra),
+            c.fit_cli(c.npz(x, y), *cli))
+
+
+def _label_text_without_tokens(c):
+    return _generate(c, {"a": "\u200b", "b": "beta"})
+
+
+def _labels_with_the_same_text(c):
+    return _generate(c, {"a": "same", "b": "same"})
+
+
+def _labels_with_the_same_tokens(c):
+    return _generate(c, {"a": "Sine", "b": "sine"})
+
+
+def _label_texts_missing_a_label(c):
+    return _generate(c, {"a": "alpha"})
+
+
+def _label_texts_naming_unknown_labels(c):
+    return _generate(c, {"a": "alpha", "b": "beta", "zebra": "stripes"})
+
+
+def _generate_with_regression(c):
+    x, _ = series()
+    y = np.linspace(0, 1, len(x))
+    return (c.fit_api((x, y), head="generate", task="regression"),
+            c.fit_cli(c.npz(x, y), "--head", "generate", "--task", "regression"))
+
+
+def _generate_with_inferred_dense_task(c):
+    x, _ = series()
+    y = (x > 0).astype(np.int64)[:, 0]  # a mask shaped like the series: dense, inferred
+    return c.fit_api((x, y), head="generate"), c.fit_cli(c.npz(x, y), "--head", "generate")
+
+
+def _decode_with_linear_head(c):
+    x, y = series()
+    return c.fit_api((x, y), decode="free"), c.fit_cli(c.npz(x, y), "--decode", "free")
+
+
 # name, case, error class, message (regex, from the start of the message)
 CASES = [
     ("nan in x", _nan_in_x, DataError, r"x contains NaN or inf \(first at sample 3\); fill or drop"),
@@ -380,6 +437,14 @@ CASES = [
     ("pickle renamed as checkpoint", _pickle_as_checkpoint, CheckpointError, r".*checkpoint\.pt is not a readable transmodal checkpoint"),
     ("resume a complete run", _resume_complete_run, ConfigError, r"--resume .*: the run is already complete"),
     ("resume with other options", _resume_conflicting_options, ConfigError, r"--resume .*: --lr 0\.5 \(the run has 0\.0001\)"),
+    ("generate: label text without tokens", _label_text_without_tokens, DataError, r"the label text '.+' tokenises to nothing"),
+    ("generate: two labels, one text", _labels_with_the_same_text, DataError, r"labels 'a' and 'b' have the same text 'same'"),
+    ("generate: two labels, same tokens", _labels_with_the_same_tokens, DataError, r"the label texts 'Sine' and 'sine' tokenise to the same tokens"),
+    ("generate: label texts missing a label", _label_texts_missing_a_label, DataError, r"--label-texts has no text for the label\(s\) \['b'\]"),
+    ("generate: label texts naming unknown labels", _label_texts_naming_unknown_labels, DataError, r"--label-texts names label\(s\) \['zebra'\] that the data do not have"),
+    ("generate: regression task", _generate_with_regression, ConfigError, r"--head generate writes class labels as text: it needs a classification task, and this run's task is regression"),
+    ("generate: inferred dense task", _generate_with_inferred_dense_task, ConfigError, r"--head generate writes class labels as text: it needs a classification task, and this run's task is dense"),
+    ("decode with a linear head", _decode_with_linear_head, ConfigError, r"--decode applies to --head generate only"),
 ]
 
 MESSAGES: dict[tuple[str, str], str] = {}  # (case, surface) -> the message a user saw

@@ -62,6 +62,7 @@ def test_folds_refused_when_a_class_is_too_small(toy_series):
     ({"ensemble": 0}, "at least 1"),
     ({"method": "best"}, "unknown --method"),
     ({"folds": 3, "objective": "contrastive"}, "apply to --objective supervised"),
+    ({"ensemble": 2, "head": "generate"}, "--head generate is not supported with them yet"),
 ])
 def test_bad_member_options(opts, msg):
     with pytest.raises(ConfigError, match=msg):

@@ -25,6 +25,8 @@ SCHEDULE_CHOICES = ("cosine", "constant")
 BASELINE_CHOICES = ("none", "fast", "all")
 METHOD_CHOICES = ("model", "auto")
 AUTO_FOLDS = 5  # --method auto with --folds 0: the inner cross-validation's fold count
+HEAD_CHOICES = ("linear", "generate")
+DECODE_CHOICES = ("constrained", "score", "free")
 
 
 def parse_tune(tune: str) -> tuple[str, int | None]:
@@ -125,7 +127,8 @@ class FitConfig:
     objective: str = option("supervised", "supervised: a head per task; contrastive: bind the "
                             "data to a text tower, to classify later by label words (CLIP)",
                             choices="|".join(OBJECTIVE_CHOICES))
-    text_body: str = option("minilm", "contrastive: the text tower's pretrained encoder")
+    text_body: str = option("minilm", "the pretrained text model: contrastive's text tower, or "
+                            "the warm start and tokenizer of --head generate's decoder")
     text_tune: str = option("frozen", "contrastive: the text encoder is locked (LiT), gets LoRA "
                             "adapters, or trains fully (its projection always trains)",
                             choices="|".join(TEXT_TUNE_CHOICES))
@@ -137,6 +140,18 @@ class FitConfig:
     descriptions: str | None = option(None, "contrastive: YAML file mapping each label to a "
                                       "description (or a list of them), used instead of templates")
     embed_dim: int = option(256, "contrastive: size of the shared embedding space")
+    # --- labels as text (OFA): README "Labels as text"
+    head: str = option("linear", "classification output: linear (one output per class) or "
+                       "generate (a text decoder writes the label's words)",
+                       choices="|".join(HEAD_CHOICES))
+    decode: str | None = option(None, "generate: constrained (greedy inside a trie of the label "
+                                "texts), score (the best whole label, exact) or free (unconstrained; "
+                                "invalid answers counted); default constrained",
+                                choices="|".join(DECODE_CHOICES))
+    label_texts: str | None = option(None, "generate: YAML file mapping each label to its text "
+                                     "(for codes like 0/1); default the labels themselves")
+    label_smoothing: float = option(0.0, "generate: label smoothing of the decoder's loss, spread "
+                                    "over the tokens the label trie allows")
     # fast: under a second on data of the bench's size; MiniRocket takes seconds (and aeon)
     baselines: str = option("fast", "cheap baselines scored on the test split beside the model "
                             "(summary.json): fast = linear + 1-NN, all = also MiniRocket "
@@ -161,6 +176,7 @@ class FitConfig:
         _choice("schedule", self.schedule, SCHEDULE_CHOICES)
         self._check_text_options()
         self._check_member_options()
+        self._check_head_options()
         _choice("baselines", self.baselines, BASELINE_CHOICES)
         columns = [(f, n) for f, n in (("--label-column", self.label_column), ("--id-column",
                    self.id_column), ("--text-column", self.text_column)) if n is not None]
@@ -243,6 +259,33 @@ class FitConfig:
         if several and self.objective == "contrastive":
             raise ConfigError("--folds, --ensemble and --method auto apply to --objective "
                               "supervised; a contrastive run is one text-bound model")
+        if several and self.head != "linear":
+            raise ConfigError(f"--folds, --ensemble and --method auto average class probabilities "
+                              f"of linear heads; --head {self.head} is not supported with them yet")
+
+    def _check_head_options(self) -> None:
+        _choice("head", self.head, HEAD_CHOICES)
+        if self.head == "linear":
+            given = [flag for flag, name in (("--decode", "decode"), ("--label-texts", "label_texts"))
+                     if getattr(self, name) is not None]
+            if self.label_smoothing:
+                given.append("--label-smoothing")
+            if given:
+                raise ConfigError(f"{given[0]} applies to --head generate only (this run's head is "
+                                  "linear); add --head generate or drop it")
+            return
+        if self.objective != "supervised":
+            raise ConfigError(f"--head {self.head} is for --objective supervised; a contrastive "
+                              "model has its own text tower")
+        if self.task != "auto":
+            from .tasks import get_task
+
+            get_task(self.task).check_head(self.head)
+        if self.decode is None:
+            self.decode = "constrained"
+        _choice("decode", self.decode, DECODE_CHOICES)
+        if not 0.0 <= float(self.label_smoothing) < 1.0:
+            raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
 
     def _check_image_options(self) -> None:
         from .models.bodies import takes_pixels

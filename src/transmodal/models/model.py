@@ -49,6 +49,10 @@ class ModelSpec:
     lora: dict[str, Any] | None = None
     # contrastive models: {body, tune, embed_dim, class_texts, base_sha256} of the text tower
     text: dict[str, Any] | None = None
+    # the registered head; "" (and files written before heads were chosen): the task's own
+    head: str = ""
+    # generate heads: {text_body, labels, decode, label_ids, start, end, pad, decoder_config}
+    generate: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,7 +105,7 @@ def build_model(spec: ModelSpec, rebuild: bool = False) -> TransmodalModel:
                           "(--body efficientnet-lite0) only")
     spec.body_config = body.stored_config()
     embedder = body.build_input(spec)
-    head = build_head(get_task(spec.task).head, body, embedder.grid, spec)
+    head = build_head(spec.head or get_task(spec.task).head, body, embedder.grid, spec)
     return TransmodalModel(embedder, body, head, spec)
 
 
@@ -171,11 +175,27 @@ def stored_keys(model: TransmodalModel) -> set[str]:
     their names and checked against a SHA-256 of their weights."""
     from .tuning import ADAPTER_MARK
 
-    keys = set(model.state_dict())
+    state = model.state_dict()
+    keys = set(state) - tied_duplicates(state)
     if model.spec.lora:
         keys = {k for k in keys if not k.startswith("body.") or ADAPTER_MARK in k}
     frozen = getattr(model.head, "frozen_keys", None)
     return keys - frozen("head.") if frozen else keys
+
+
+def tied_duplicates(state: dict[str, torch.Tensor]) -> set[str]:
+    """Keys of tensors that share memory with an earlier key (tied weights, e.g. a decoder's
+    output layer and its word embeddings): stored once, the tie fills the other on loading."""
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+    out = set()
+    for k, v in state.items():
+        if v.numel() == 0:
+            continue
+        key = (v.data_ptr(), tuple(v.shape))
+        if key in seen:
+            out.add(k)
+        seen.add(key)
+    return out
 
 
 def _rebuild(spec: ModelSpec) -> nn.Module:

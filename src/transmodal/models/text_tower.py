@@ -30,6 +30,18 @@ def load_text_encoder(name: str) -> nn.Module:
     return encoder
 
 
+def load_tokenizer(path: str):
+    """The tokenizer of the text model in folder/hub id ``path`` (the one tokenizer path of the
+    package: the contrastive text tower and the generate head's decoder both use it)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as e:  # no tokenizer files, or none known for this model
+        raise ConfigError(f"text body {path!r} has no tokenizer ({type(e).__name__}); use a model "
+                          "folder that includes one") from None
+
+
 class TextTower(nn.Module):
     def __init__(self, encoder: nn.Module, path: str, embed_dim: int) -> None:
         super().__init__()
@@ -40,13 +52,7 @@ class TextTower(nn.Module):
 
     def tokenizer(self):
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            try:
-                self._tokenizer = AutoTokenizer.from_pretrained(self.path)
-            except Exception as e:  # no tokenizer files, or none known for this model
-                raise ConfigError(f"text body {self.path!r} has no tokenizer "
-                                  f"({type(e).__name__}); use a model folder that includes one") from None
+            self._tokenizer = load_tokenizer(self.path)
         return self._tokenizer
 
     def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -70,6 +70,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
                       test_arrays if test_arrays is not None else cfg.test_data, cfg.label_column,
                       cfg.id_column, cfg.text_column)
     task = get_task(task_name(cfg, ds))
+    task.check_head(cfg.head)
     task.configure(cfg)
     y_train, y_test = fit_targets_of(ds, cfg, task, notes, progress)
     captions = y_train is ds.text_train  # a caption per sample instead of labels

@@ -35,6 +35,13 @@ class Task(ABC):
     def configure(self, cfg: Any) -> None:
         """Read the task's own fit options (e.g. the texts of a contrastive task)."""
 
+    def check_head(self, head: str) -> None:
+        """``--head``: ``linear`` is the task's own head; a task that can take another (the
+        classification task's ``generate``) says so by overriding this."""
+        if head != "linear":
+            raise ConfigError(f"--head {head} writes class labels as text: it needs a classification "
+                              f"task, and this run's task is {self.name}; use --head linear")
+
     def spec_extras(self) -> dict[str, Any]:
         """Extra ModelSpec fields the task's head needs to be built (after ``fit_targets``)."""
         return {}

@@ -1,4 +1,7 @@
-"""Classification: labels of any type, cross-entropy on logits, accuracy picks the epoch."""
+"""Classification: labels of any type, cross-entropy on logits, accuracy picks the epoch.
+
+With ``--head generate`` the labels are text a decoder writes (``text_labels.py``): the loss,
+decoding and probabilities then read the generate head's outputs instead of logits."""
 
 from __future__ import annotations
 
@@ -21,8 +24,34 @@ class Classification(Task):
     infer_rank = 1  # after dense: a (N, L) integer mask is a dense target
     view = "classes"
 
-    def __init__(self, classes: list[Any] | None = None) -> None:
+    def __init__(self, classes: list[Any] | None = None, text: dict[str, Any] | None = None) -> None:
         self.classes = list(classes or [])  # label values, sorted (numbers before strings)
+        # --head generate: {mapping (label -> text, or None), texts (per class, once fitted),
+        # label_smoothing, decode, text_body}; None: the linear head
+        self.text = text
+        if text is not None:
+            self.head = "generate"
+
+    def check_head(self, head: str) -> None:
+        if head not in ("linear", "generate"):
+            super().check_head(head)
+
+    def configure(self, cfg: Any) -> None:
+        if cfg.head != "generate":
+            return
+        from .text_labels import read_label_texts
+
+        mapping = read_label_texts(cfg.label_texts) if cfg.label_texts else None
+        self.text = {"mapping": mapping, "texts": [], "label_smoothing": float(cfg.label_smoothing),
+                     "decode": cfg.decode, "text_body": cfg.text_body}
+        self.head = "generate"
+
+    def spec_extras(self) -> dict[str, Any]:
+        if self.text is None:
+            return {}
+        return {"head": "generate", "generate": {"text_body": self.text["text_body"],
+                                                 "labels": list(self.text["texts"]),
+                                                 "decode": self.text["decode"]}}
 
     def matches(self, x: np.ndarray, y: np.ndarray) -> bool:
         return y.dtype.kind in "iubUSO"
@@ -39,6 +68,10 @@ class Classification(Task):
                 f"class {rare!r} has a single sample; each class needs at least 2 (one may go to "
                 "validation). Add samples or drop the class"
             )
+        if self.text is not None:
+            from .text_labels import label_texts
+
+            label_texts(sorted(values.tolist(), key=_sort_key), self.text["mapping"])
 
     def check_eval_targets(self, x: np.ndarray, y: np.ndarray) -> None:
         self.encode(y)  # labels the model never saw: one clear error
@@ -51,14 +84,29 @@ class Classification(Task):
 
     def fit_targets(self, x: np.ndarray, y: np.ndarray) -> "Classification":
         self.classes = sorted(np.unique(y).tolist(), key=_sort_key)
+        if self.text is not None:
+            from .text_labels import label_texts
+
+            self.text["texts"] = label_texts(self.classes, self.text["mapping"])
         return self
 
     def state(self) -> dict[str, Any]:
-        return {"classes": list(self.classes)}
+        if self.text is None:
+            return {"classes": list(self.classes)}
+        return {"classes": list(self.classes), "head": "generate",
+                "label_texts": list(self.text["texts"]),
+                "label_smoothing": self.text["label_smoothing"], "decode": self.text["decode"],
+                "text_body": self.text["text_body"]}
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> "Classification":
-        return cls(d.get("classes", []))
+        if d.get("head") != "generate":
+            return cls(d.get("classes", []))
+        classes = d.get("classes", [])
+        texts = list(d["label_texts"])
+        return cls(classes, {"mapping": {str(c): t for c, t in zip(classes, texts)}, "texts": texts,
+                             "label_smoothing": float(d["label_smoothing"]),
+                             "decode": d["decode"], "text_body": d["text_body"]})
 
     @property
     def n_outputs(self) -> int:
@@ -75,11 +123,19 @@ class Classification(Task):
         return np.asarray([lookup[v] for v in y.tolist()], dtype=np.int64)
 
     def decode(self, raw: np.ndarray) -> np.ndarray:
+        if self.text is not None:
+            from .text_labels import decode
+
+            return decode(raw, self.classes)
         return np.asarray(self.classes, dtype=object)[raw.argmax(1)].astype(
             np.asarray(self.classes).dtype
         )
 
     def probabilities(self, raw: np.ndarray) -> np.ndarray:
+        if self.text is not None:
+            from .text_labels import probabilities
+
+            return probabilities(raw)
         return torch.softmax(torch.from_numpy(raw), dim=1).numpy()  # (N, K), columns = classes
 
     def mix(self, outputs: list[np.ndarray], weights: list[float]) -> np.ndarray:
@@ -91,6 +147,10 @@ class Classification(Task):
 
     def loss(self, out: torch.Tensor, target: torch.Tensor,
              weight: torch.Tensor | None = None) -> torch.Tensor:
+        if self.text is not None:
+            from .text_labels import loss
+
+            return loss(out, target, self.text["label_smoothing"], weight)
         if weight is None:
             return F.cross_entropy(out.float(), target)
         return weighted_mean(F.cross_entropy(out.float(), target, reduction="none"), weight)
@@ -100,8 +160,21 @@ class Classification(Task):
         from sklearn.metrics import accuracy_score, f1_score
 
         w = {} if sample_weight is None else {"sample_weight": sample_weight}
+        if self.text is None:
+            return {"accuracy": float(accuracy_score(y_true, y_pred, **w)),
+                    "macro_f1": float(f1_score(y_true, y_pred, average="macro", **w))}
+        from .text_labels import invalid
+
+        bad = invalid(y_pred)  # free answers that are no label: wrong, and counted
+        f1 = dict(w)
+        if bad.any():  # compared as text; the F1 average is over the real classes only
+            y_true = np.asarray([str(v) for v in np.asarray(y_true).tolist()])
+            y_pred = np.asarray(["\0invalid" if b else str(v)
+                                 for v, b in zip(np.asarray(y_pred, dtype=object).tolist(), bad)])
+            f1["labels"] = np.unique(np.concatenate([y_true, y_pred[~bad]]))
         return {"accuracy": float(accuracy_score(y_true, y_pred, **w)),
-                "macro_f1": float(f1_score(y_true, y_pred, average="macro", **w))}
+                "macro_f1": float(f1_score(y_true, y_pred, average="macro", **f1)),
+                "invalid_rate": float(np.average(bad, weights=sample_weight))}
 
     def alignment_labels(self, target: np.ndarray, k: int, seed: int) -> np.ndarray:
         return target.astype(np.int64)  # the class ids themselves

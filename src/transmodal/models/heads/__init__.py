@@ -33,7 +33,7 @@ def build_head(name: str, body: Any, grid: tuple[int, ...], spec: Any):
     return cls.build(body, grid, spec)
 
 
-from . import contrastive, dense, pooled  # noqa: E402,F401  (the built-in heads register themselves)
+from . import contrastive, dense, generate, pooled  # noqa: E402,F401  (the built-in heads register themselves)
 from .dense import DenseHead  # noqa: E402
 from .pooled import PooledHead  # noqa: E402
 
