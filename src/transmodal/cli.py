@@ -563,7 +563,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 # benchmark name -> module in transmodal.bench with a main(argv) -> int | None
 BENCHMARKS = {"suite": "suite", "align": "align_speed", "tune": "tune", "ablate": "ablate",
               "precision": "precision", "zeroshot": "zeroshot", "defaults": "defaults",
-              "memory": "memory"}
+              "memory": "memory", "predict": "predict_speed"}
 BENCHMARK_HELP = {
     "suite": "every method vs MiniRocket, linear and 1-NN baselines (full: ~40-90 min; "
              "--quick: minutes; --readme PATH writes the table into a README)",
@@ -572,6 +572,7 @@ BENCHMARK_HELP = {
     "ablate": "align epochs x seeds on one data set (--data SPEC)",
     "precision": "fp32 vs bf16 train steps on this machine",
     "zeroshot": "contrastive runs: zero-shot on unseen word combinations, retrieval, k-shot probes",
+    "predict": "prediction throughput: Run.predict_proba and transmodal's loop vs a bare torch loop",
     "defaults": "fit at its defaults (+ --fit OPTION=VALUE) on the development sets, per seed",
     "memory": "peak RSS of fit on a data folder several times larger than it, streamed from disk",
 }
