@@ -14,6 +14,7 @@ import torch
 
 from ..config import FitConfig
 from ..data import Preprocessor, load_dataset, split_train_val
+from ..engine.augment import check_task as check_augment_task
 from ..engine.loop import predict_outputs
 from ..engine.optim import make_accelerator, memory_advice
 from ..engine.refine import refine
@@ -71,6 +72,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     if codes:
         _note(notes, progress, codes)
     task.check_targets(ds.x_train, ds.y_train)
+    check_augment_task(cfg.augment, task)  # before any file is written
     tr, va = split_train_val(ds.y_train, task, cfg.val_fraction, cfg.seed)
     pre = Preprocessor.fit(ds.x_train[tr], ds.y_train[tr], task, ds.variable_length,
                            image_norm="unit" if takes_pixels(cfg.body) else "channel",
@@ -94,7 +96,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
                      spatial=list(ds.x_train.shape[2:]), body=cfg.body,
                      pretrained=cfg.tune != "scratch", max_tokens=cfg.max_tokens,
                      attention_dropout=cfg.attention_dropout, image_size=cfg.image_size,
-                     augment=cfg.augment, **task.spec_extras())
+                     augment=cfg.augment == "flip-crop", embedder=cfg.embedder, **task.spec_extras())
     model = build_model(spec)
     max_tokens = None if model.body.takes_pixels else min(cfg.max_tokens, model.body.max_tokens)
     if max_tokens is not None and max_tokens < cfg.max_tokens:  # the value used goes to summary.json
