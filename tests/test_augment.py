@@ -171,18 +171,17 @@ def test_training_batches_only_and_seeded_fit(tiny_bodies, toy_series, monkeypat
     monkeypatch.setattr(BatchAugment, "__call__",
                         lambda self, xb, yb: calls.append(len(xb)) or original(self, xb, yb))
     opts = dict(body=tiny_bodies["bert"], epochs=2, seed=1, **FAST)
-    run = transmodal.fit((x, y), augment="time-warp,jitter,mixup", **opts)
+    out = tmp_path / "run"
+    run = transmodal.fit((x, y), out=out, augment="time-warp,jitter,mixup", **opts)
     n_train = run.summary["n_train"]
     assert sum(calls) == 2 * n_train and len(calls) == 2 * -(-n_train // 8)
     calls.clear()
     pred = run.predict_proba(x)
     assert calls == [] and np.array_equal(pred, run.predict_proba(x))
+    assert np.array_equal(pred, transmodal.load(out).predict_proba(x)) and calls == []
     again = transmodal.fit((x, y), augment="time-warp,jitter,mixup", **opts)
     plain = transmodal.fit((x, y), augment="none", **opts)
     assert np.array_equal(pred, again.predict_proba(x))
     assert not np.array_equal(pred, plain.predict_proba(x))
-    out = tmp_path / "run"
-    transmodal.fit((x, y), out=out, augment="jitter", **opts)
-    cfg = (out / "config.yaml").read_text()
-    assert "augment: jitter" in cfg
+    assert "augment: time-warp,jitter,mixup" in (out / "config.yaml").read_text()
     assert json.loads((out / "model" / "model.json").read_text())["spec"]["augment"] is False
