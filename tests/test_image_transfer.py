@@ -42,7 +42,7 @@ def test_image_folder_end_to_end_through_cli(tmp_path, capsys):
     _write_folder(tmp_path / "imgs")
     out = tmp_path / "run"
     rc = main(["fit", "--data", f"folder:{tmp_path / 'imgs'}", "--body", CNN, "--tune", "frozen",
-               "--epochs", "4", "--image-size", "32", "--augment", "--head-lr", "0.01", "--batch-size", "8",
+               "--epochs", "4", "--image-size", "32", "--augment", "flip-crop", "--head-lr", "0.01", "--batch-size", "8",
                "--quiet", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())

@@ -68,9 +68,13 @@ def cli_subprocess(args: list[str]) -> subprocess.Popen:
 # ----------------------------------------------------------------------------- exact resume
 
 
-def test_sigkill_during_refine_then_resume_is_bit_identical(tiny_bodies, npz, tmp_path, one_thread):
+@pytest.mark.parametrize("extra", [[], ["--augment", "time-warp,jitter,mixup,cutmix",
+                                         "--embedder", "conv"]], ids=["plain", "augment"])
+def test_sigkill_during_refine_then_resume_is_bit_identical(tiny_bodies, npz, tmp_path, one_thread,
+                                                            extra):
+    """With --augment the augmentation generator is restored too (same draws after resume)."""
     args = ["--data", str(npz), "--body", tiny_bodies["bert"], "--epochs", "14", "--batch-size", "8",
-            "--max-tokens", "16", "--seed", "1", "--device", "cpu"]
+            "--max-tokens", "16", "--seed", "1", "--device", "cpu", *extra]
     run = tmp_path / "killed"
     kill_when(cli_subprocess([*args, "--out", str(run)]), run, "refine", 2)
     assert not (run / "summary.json").exists() and (run / "checkpoint" / "checkpoint.pt").exists()

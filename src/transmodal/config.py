@@ -27,6 +27,7 @@ METHOD_CHOICES = ("model", "auto")
 AUTO_FOLDS = 5  # --method auto with --folds 0: the inner cross-validation's fold count
 HEAD_CHOICES = ("linear", "generate")
 DECODE_CHOICES = ("constrained", "score", "free")
+EMBEDDER_CHOICES = ("patch", "overlap", "conv")
 
 
 def parse_tune(tune: str) -> tuple[str, int | None]:
@@ -104,7 +105,14 @@ class FitConfig:
     lora_dropout: float = option(0.05, "LoRA dropout (--tune lora)")
     image_size: int | None = option(None, "CNN bodies: resize images to this side; default 64 "
                                     "(CPU speed)")
-    augment: bool = option(False, "CNN bodies: random flip + resized crop of training images")
+    augment: str = option("none", "transforms of training batches (refine stage), a comma list: "
+                          "series/fields: jitter, scaling, magnitude-warp, time-warp, "
+                          "window-slice, mixup, cutmix (which ones a task allows: README); CNN "
+                          "image bodies: flip-crop (random flip + resized crop)")
+    embedder: str = option("patch", "token bodies: how inputs become tokens: patch (strided conv, "
+                           "kernel = patch), overlap (kernel = 2 x patch, same tokens), conv (a "
+                           "small convolutional stem at full resolution, then patch)",
+                           choices="|".join(EMBEDDER_CHOICES))
     align_reg: float = option(0.05, "OTDD entropic regularisation, relative to the source spread")
     n_pseudo_labels: int = option(5, "k-means clusters of regression/dense targets for alignment")
     # a MiniLM checkpoint is ~260 MB, ~0.5 s to write
@@ -290,9 +298,17 @@ class FitConfig:
     def _check_image_options(self) -> None:
         from .models.bodies import takes_pixels
 
+        from .engine.augment import check_body, parse_augment
+
         cnn = takes_pixels(self.body)
-        if not cnn and (self.image_size is not None or self.augment):
-            raise ConfigError("--image-size and --augment apply to CNN image bodies "
+        self.augment = parse_augment(self.augment)  # old files: true/false = flip-crop/none
+        check_body(self.augment, cnn, self.body)
+        _choice("embedder", self.embedder, EMBEDDER_CHOICES)
+        if cnn and self.embedder != "patch":
+            raise ConfigError(f"--embedder {self.embedder}: {self.body} takes images directly (no "
+                              "embedder); drop --embedder")
+        if not cnn and self.image_size is not None:
+            raise ConfigError("--image-size and --augment flip-crop apply to CNN image bodies "
                               "(--body efficientnet-lite0) only")
         if self.image_size is not None and int(self.image_size) < 8:
             raise ConfigError(f"--image-size must be at least 8, got {self.image_size}")

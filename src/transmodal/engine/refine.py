@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .augment import BatchAugment, mixed_loss
 from .loop import EpochEnd, LoopState, Stage, dataset_of, predict_outputs
 from .optim import build_optimizer, lr_factor
 
@@ -44,6 +45,11 @@ class RefineStage(Stage):
         self.eval_batch = cfg.batch_size * 2
         gen = torch.Generator().manual_seed(cfg.seed)
         self.generators = {"loader": gen}
+        # --augment: training batches only; "none" builds nothing and draws nothing
+        augment = BatchAugment(cfg.augment, task.augment_targets, accelerator.device, cfg.seed)
+        self.augment = augment if augment else None
+        if self.augment is not None:
+            self.generators["augment"] = self.augment.generator
         loader = DataLoader(dataset_of(x_tr, *tensors), batch_size=cfg.batch_size, shuffle=True, generator=gen)
         optimizer = build_optimizer(accelerator.unwrap_model(model), cfg.lr, cfg.head_lr,
                                     cfg.weight_decay)
@@ -60,10 +66,13 @@ class RefineStage(Stage):
 
     def batch_loss(self, batch: Any) -> tuple[torch.Tensor, int]:
         xb, yb, *wb = batch  # wb: [weights] when sample weights were given
+        mix = None
+        if self.augment is not None:
+            xb, yb, mix = self.augment(xb, yb)
         with self.task.training_batch(self.unwrapped, yb) as yb:
             with self.accelerator.autocast():
                 out = self.model(xb)
-        return self.task.loss(out, yb, *wb), len(xb)
+        return mixed_loss(self.task.loss, out, yb, wb, mix), len(xb)
 
     def end_epoch(self, state: LoopState, losses: list[tuple[float, int]], skipped: int) -> EpochEnd:
         total, count = 0.0, 0

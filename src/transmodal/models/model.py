@@ -43,7 +43,9 @@ class ModelSpec:
     # names say "transformer" (a Hugging Face body: the stored config's model_type tells which)
     body_kind: str = ""
     image_size: int | None = None  # pixel bodies: side the images are resized to (None: default)
-    augment: bool = False  # pixel bodies: random flip + resized crop in training mode
+    augment: bool = False  # pixel bodies: random flip + resized crop in training mode (flip-crop)
+    # token bodies: how inputs become tokens (models/embedder.py); files without it: "patch"
+    embedder: str = "patch"
     # --tune lora: {r, alpha, dropout, target_modules, base_sha256}. The weights file then
     # holds only adapters + embedder + head; the base body is loaded from ``body``.
     lora: dict[str, Any] | None = None
@@ -101,8 +103,11 @@ def build_model(spec: ModelSpec, rebuild: bool = False) -> TransmodalModel:
                          attention_dropout=spec.attention_dropout)
         spec.body_kind = body.family
     if not body.takes_pixels and (spec.image_size is not None or spec.augment):
-        raise ConfigError("--image-size and --augment apply to CNN image bodies "
+        raise ConfigError("--image-size and --augment flip-crop apply to CNN image bodies "
                           "(--body efficientnet-lite0) only")
+    if body.takes_pixels and spec.embedder != "patch":
+        raise ConfigError(f"--embedder {spec.embedder}: {spec.body} takes images directly (no "
+                          "embedder); drop --embedder")
     spec.body_config = body.stored_config()
     embedder = body.build_input(spec)
     head = build_head(spec.head or get_task(spec.task).head, body, embedder.grid, spec)

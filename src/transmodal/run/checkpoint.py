@@ -185,7 +185,12 @@ def set_rng_state(state: Mapping[str, Any], generators: Mapping[str, torch.Gener
         if name not in saved:
             raise CheckpointError(f"the checkpoint has no state for the random generator {name!r}; "
                                   "it was written by another version of transmodal")
-        g.set_state(saved[name])
+        try:
+            g.set_state(saved[name])
+        except RuntimeError:  # e.g. --augment's generator lives on the device: CPU vs CUDA state
+            raise CheckpointError(f"the checkpoint's random generator {name!r} was saved on "
+                                  f"another device type than {g.device.type}; resume with the "
+                                  "run's own --device") from None
 
 
 # ----------------------------------------------------------------------------- payload

@@ -16,6 +16,7 @@ import torch
 from ..config import FitConfig
 from ..data import Preprocessor, load_dataset, split_train_val
 from ..data.stream import bounded_sample, prepare_streamed, streamed
+from ..engine.augment import check_task as check_augment_task
 from ..engine.loop import predict_outputs
 from ..engine.optim import make_accelerator, memory_advice
 from ..engine.refine import refine
@@ -78,6 +79,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     if codes:
         _note(notes, progress, codes)
     task.check_targets(ds.x_train, y_train)
+    check_augment_task(cfg.augment, task)  # before any file is written
     members = plan_members(y_train, task, cfg) if several_members(cfg) else None
     if members is not None and ckpt is not None:
         raise ConfigError(f"--resume {resume}: runs with --folds, --ensemble or --method auto "
@@ -122,7 +124,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
                      spatial=list(ds.x_train.shape[2:]), body=cfg.body,
                      pretrained=cfg.tune != "scratch", max_tokens=cfg.max_tokens,
                      attention_dropout=cfg.attention_dropout, image_size=cfg.image_size,
-                     augment=cfg.augment, **task.spec_extras())
+                     augment=cfg.augment == "flip-crop", embedder=cfg.embedder, **task.spec_extras())
     if members is not None:
         seed_everything(members[0].seed)
     model = build_model(spec)

@@ -31,6 +31,10 @@ class Task(ABC):
     # how reports show predictions against targets: "classes" (confusion matrix), "values"
     # (parity and residuals) or "fields" (example series or images)
     view: ClassVar[str] = "values"
+    # what the targets are, for --augment (engine/augment.py): "labels" (any transform; mixes
+    # weight the loss), "texts" (no mixes), "values" (jitter only), "fields" (per position:
+    # geometric transforms move the target alike)
+    augment_targets: ClassVar[str] = "values"
 
     def configure(self, cfg: Any) -> None:
         """Read the task's own fit options (e.g. the texts of a contrastive task)."""

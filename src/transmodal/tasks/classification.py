@@ -23,6 +23,7 @@ class Classification(Task):
     primary = ("accuracy", True)
     infer_rank = 1  # after dense: a (N, L) integer mask is a dense target
     view = "classes"
+    augment_targets = "labels"
 
     def __init__(self, classes: list[Any] | None = None, text: dict[str, Any] | None = None) -> None:
         self.classes = list(classes or [])  # label values, sorted (numbers before strings)

@@ -42,6 +42,7 @@ class Contrastive(Classification):
     primary = ("accuracy", True)  # zero-shot accuracy among the training class texts
     infer_rank = None  # chosen by --objective contrastive, never by --task auto
     objective = "contrastive"
+    augment_targets = "texts"  # label-preserving transforms only (the loss couples a batch)
 
     def __init__(self, classes: list[Any] | None = None, captions: bool = False) -> None:
         super().__init__(classes)

@@ -40,6 +40,7 @@ class Dense(Task):
     primary = ("rel_l2", False)
     infer_rank = 0  # first: y shaped like the input grid is dense whatever its dtype
     view = "fields"
+    augment_targets = "fields"
 
     def __init__(self, y_mean: list[float] | None = None, y_std: list[float] | None = None,
                  y_shape: list[int] | None = None, spatial_ndim: int = 1) -> None:

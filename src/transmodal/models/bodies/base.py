@@ -59,7 +59,7 @@ class Body(nn.Module, metaclass=ABCMeta):
 
         max_tokens = min(spec.max_tokens, self.max_tokens)
         return Embedder(spec.in_channels, tuple(spec.spatial), self.embed_dim, max_tokens,
-                        self.input_token_norm())
+                        self.input_token_norm(), kind=spec.embedder)
 
     # ------------------------------------------------------------------ forward
     def encode(self, tokens: torch.Tensor, grid: tuple[int, ...]
