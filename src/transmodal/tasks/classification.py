@@ -29,7 +29,7 @@ class Classification(Task):
         self.classes = list(classes or [])  # label values, sorted (numbers before strings)
         # --head generate: {mapping (label -> text, or None), texts (per class, once fitted),
         # label_smoothing, decode, text_body}; None: the linear head
-        self.text = text
+        self.generate_text = text
         if text is not None:
             self.head = "generate"
 
@@ -43,16 +43,16 @@ class Classification(Task):
         from .text_labels import read_label_texts
 
         mapping = read_label_texts(cfg.label_texts) if cfg.label_texts else None
-        self.text = {"mapping": mapping, "texts": [], "label_smoothing": float(cfg.label_smoothing),
+        self.generate_text = {"mapping": mapping, "texts": [], "label_smoothing": float(cfg.label_smoothing),
                      "decode": cfg.decode, "text_body": cfg.text_body}
         self.head = "generate"
 
     def spec_extras(self) -> dict[str, Any]:
-        if self.text is None:
+        if self.generate_text is None:
             return {}
-        return {"head": "generate", "generate": {"text_body": self.text["text_body"],
-                                                 "labels": list(self.text["texts"]),
-                                                 "decode": self.text["decode"]}}
+        return {"head": "generate", "generate": {"text_body": self.generate_text["text_body"],
+                                                 "labels": list(self.generate_text["texts"]),
+                                                 "decode": self.generate_text["decode"]}}
 
     def matches(self, x: np.ndarray, y: np.ndarray) -> bool:
         return y.dtype.kind in "iubUSO"
@@ -69,10 +69,10 @@ class Classification(Task):
                 f"class {rare!r} has a single sample; each class needs at least 2 (one may go to "
                 "validation). Add samples or drop the class"
             )
-        if self.text is not None:
+        if self.generate_text is not None:
             from .text_labels import label_texts
 
-            label_texts(sorted(values.tolist(), key=_sort_key), self.text["mapping"])
+            label_texts(sorted(values.tolist(), key=_sort_key), self.generate_text["mapping"])
 
     def check_eval_targets(self, x: np.ndarray, y: np.ndarray) -> None:
         self.encode(y)  # labels the model never saw: one clear error
@@ -85,19 +85,19 @@ class Classification(Task):
 
     def fit_targets(self, x: np.ndarray, y: np.ndarray) -> "Classification":
         self.classes = sorted(np.unique(y).tolist(), key=_sort_key)
-        if self.text is not None:
+        if self.generate_text is not None:
             from .text_labels import label_texts
 
-            self.text["texts"] = label_texts(self.classes, self.text["mapping"])
+            self.generate_text["texts"] = label_texts(self.classes, self.generate_text["mapping"])
         return self
 
     def state(self) -> dict[str, Any]:
-        if self.text is None:
+        if self.generate_text is None:
             return {"classes": list(self.classes)}
         return {"classes": list(self.classes), "head": "generate",
-                "label_texts": list(self.text["texts"]),
-                "label_smoothing": self.text["label_smoothing"], "decode": self.text["decode"],
-                "text_body": self.text["text_body"]}
+                "label_texts": list(self.generate_text["texts"]),
+                "label_smoothing": self.generate_text["label_smoothing"], "decode": self.generate_text["decode"],
+                "text_body": self.generate_text["text_body"]}
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> "Classification":
@@ -124,7 +124,7 @@ class Classification(Task):
         return np.asarray([lookup[v] for v in y.tolist()], dtype=np.int64)
 
     def decode(self, raw: np.ndarray) -> np.ndarray:
-        if self.text is not None:
+        if self.generate_text is not None:
             from .text_labels import decode
 
             return decode(raw, self.classes)
@@ -133,7 +133,7 @@ class Classification(Task):
         )
 
     def probabilities(self, raw: np.ndarray) -> np.ndarray:
-        if self.text is not None:
+        if self.generate_text is not None:
             from .text_labels import probabilities
 
             return probabilities(raw)
@@ -148,10 +148,10 @@ class Classification(Task):
 
     def loss(self, out: torch.Tensor, target: torch.Tensor,
              weight: torch.Tensor | None = None) -> torch.Tensor:
-        if self.text is not None:
+        if self.generate_text is not None:
             from .text_labels import loss
 
-            return loss(out, target, self.text["label_smoothing"], weight)
+            return loss(out, target, self.generate_text["label_smoothing"], weight)
         if weight is None:
             return F.cross_entropy(out.float(), target)
         return weighted_mean(F.cross_entropy(out.float(), target, reduction="none"), weight)
@@ -161,7 +161,7 @@ class Classification(Task):
         from sklearn.metrics import accuracy_score, f1_score
 
         w = {} if sample_weight is None else {"sample_weight": sample_weight}
-        if self.text is None:
+        if self.generate_text is None:
             return {"accuracy": float(accuracy_score(y_true, y_pred, **w)),
                     "macro_f1": float(f1_score(y_true, y_pred, average="macro", **w))}
         from .text_labels import invalid
