@@ -96,7 +96,8 @@ class Classification(Task):
             return {"classes": list(self.classes)}
         return {"classes": list(self.classes), "head": "generate",
                 "label_texts": list(self.generate_text["texts"]),
-                "label_smoothing": self.generate_text["label_smoothing"], "decode": self.generate_text["decode"],
+                "label_smoothing": self.generate_text["label_smoothing"],
+                "decode": self.generate_text["decode"],
                 "text_body": self.generate_text["text_body"]}
 
     @classmethod
