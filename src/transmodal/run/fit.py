@@ -226,14 +226,12 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     run._accelerator = accelerator
     components: dict[str, Any] = {}
     if ds.x_test is not None:
-        with task.scoring(model, y_test):
-            if members is None:
+        if members is None:
+            with task.scoring(model, y_test):
                 raw = predict_outputs(model, x_te, cfg.batch_size * 2, accelerator, shard=True)
-            else:
-                raw = run._outputs(run._inputs(ds.x_test))
-        if members is not None and (rival is not None or len(fitted) > 1):
-            components = run.component_scores(ds.x_test, y_test)  # each part alone (not chosen on)
-        metrics["test"] = task.score_outputs(y_test, raw)
+            metrics["test"] = task.score_outputs(y_test, raw)
+        else:  # supervised members: each predicts the test split once, for the run and its parts
+            metrics["test"], components = run.scores_and_parts(ds.x_test, y_test)
         if captions and ds.y_test is not None:
             metrics["test_zero_shot"] = zero_shot_scores(run, ds.x_test, ds.y_test, notes, progress)
     t0 = time.perf_counter()

@@ -59,13 +59,13 @@ def fold_splits(y: np.ndarray, task: Any, k: int, seed: int) -> list[tuple[np.nd
         splits = KFold(n_splits=k, shuffle=True, random_state=seed).split(idx)
     else:
         classes, counts = np.unique(strat, return_counts=True)
-        if counts.min() < k:
-            c = classes[counts.argmin()].tolist()  # a plain value in the message
-            raise DataError(f"--folds {k}: class {c!r} has only {counts.min()} training samples, "
-                            f"so some folds could not validate it; use --folds {max(2, counts.min())} "
-                            "or fewer" if counts.min() >= 2 else
-                            f"--folds {k}: class {c!r} has a single training sample; k-fold "
+        c, smallest = classes[counts.argmin()].tolist(), int(counts.min())  # plain values in messages
+        if smallest < 2:
+            raise DataError(f"--folds {k}: class {c!r} has a single training sample; k-fold "
                             "selection needs at least 2 per class (use --folds 0)")
+        if smallest < k:
+            raise DataError(f"--folds {k}: class {c!r} has only {smallest} training samples, so "
+                            f"some folds could not validate it; use --folds {smallest} or fewer")
         splits = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(idx, strat)
     return [(np.sort(tr), np.sort(va)) for tr, va in splits]
 

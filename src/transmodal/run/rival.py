@@ -53,25 +53,24 @@ class Rival:
         """Fit on raw inputs ``x`` (N, C, ...) and encoded targets (class ids (N,), or values
         (N, ...)); ``classify`` says which."""
         from sklearn.linear_model import LogisticRegression, RidgeClassifierCV, RidgeCV
+        from sklearn.preprocessing import StandardScaler
 
-        from ..bench.baselines import RIDGE_ALPHAS
+        from ..bench.baselines import RIDGE_ALPHAS, _UnitNorm
 
         arrays: dict[str, np.ndarray] = {}
         meta: dict[str, Any] = {"classify": classify, "temperature": float(temperature),
                                 "target_shape": list(y_enc.shape[1:])}
         if name == "minirocket":
             feats = _minirocket_fit(x, seed, arrays, meta)  # (N, F)
-            mean = feats.mean(axis=0)  # centred, unit l2 norm per feature (the papers' ridge)
-            norm = np.linalg.norm(feats - mean, axis=0)
-            scale = np.where(norm > 0, norm, 1.0)
+            scaler: Any = _UnitNorm().fit(feats)  # centred, unit l2 norm per feature (the papers')
             head: Any = RidgeClassifierCV(alphas=RIDGE_ALPHAS) if classify else RidgeCV(alphas=RIDGE_ALPHAS)
         elif name == "linear":
             feats = x.reshape(len(x), -1).astype(np.float64)
-            mean, scale = feats.mean(axis=0), feats.std(axis=0)
-            scale = np.where(scale > 0, scale, 1.0)
+            scaler = StandardScaler().fit(feats)
             head = LogisticRegression(max_iter=5000) if classify else RidgeCV(alphas=RIDGE_ALPHAS)
         else:
             raise ConfigError(f"unknown rival {name!r}; choose one of {', '.join(RIVALS)}")
+        mean, scale = scaler.mean_, scaler.scale_
         target = y_enc if classify else y_enc.reshape(len(y_enc), -1)
         head.fit((feats - mean) / scale, target)
         coef = np.atleast_2d(head.coef_)  # (K or 1, F)
@@ -115,14 +114,11 @@ class Rival:
 # ---------------------------------------------------------------------- MiniRocket as arrays
 _MR_PARTS = ("n_channels_per_combination", "channel_indices", "dilations",
              "n_features_per_dilation", "biases")
-_MIN_LENGTH = 9  # MiniRocket's kernels have length 9: shorter series are zero-padded
-
-
 def _series(x: np.ndarray) -> np.ndarray:
-    x = x.reshape(len(x), x.shape[1], -1).astype(np.float32)  # (N, C, L)
-    if x.shape[-1] < _MIN_LENGTH:
-        x = np.pad(x, ((0, 0), (0, 0), (0, _MIN_LENGTH - x.shape[-1])))
-    return x
+    """(N, C, L) float32, short series zero-padded to MiniRocket's kernel length (the bench's rule)."""
+    from ..bench.baselines import MiniRocketBaseline
+
+    return MiniRocketBaseline()._series(x)
 
 
 def _minirocket_fit(x: np.ndarray, seed: int, arrays: dict[str, np.ndarray],

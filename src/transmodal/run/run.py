@@ -89,29 +89,34 @@ class Run:
         """Raw outputs for checked inputs (from ``_inputs``): the model's, or the members'
         mixed (probabilities averaged), and the rival's with its weight (``--method auto``)."""
         outs = self._member_outputs(arr)
-        if len(outs) == 1 and self.rival is None:
-            return outs[0]
-        task = self.preprocessor.target
-        weights = [self.model_weight / len(outs)] * len(outs)
-        if self.rival is not None:
-            outs.append(self.rival.outputs(arr))
-            weights.append(1.0 - self.model_weight)
-        return task.mix(outs, weights)
+        return self._mix(outs, None if self.rival is None else self.rival.outputs(arr))
 
-    def component_scores(self, x: Any, y: Any) -> dict[str, dict[str, float]]:
-        """Scores of each part alone on (x, y): the transformer members mixed (``model``),
-        each member, and the rival; for the user's information (nothing is chosen on them)."""
+    def _mix(self, outs: list[np.ndarray], rival_out: np.ndarray | None) -> np.ndarray:
+        """The members' raw outputs (sharing ``model_weight`` equally) and the rival's (the rest)
+        as one raw output; a single model alone is returned as it is."""
+        if len(outs) == 1 and rival_out is None:
+            return outs[0]
+        weights = [self.model_weight / len(outs)] * len(outs)
+        if rival_out is not None:
+            outs, weights = [*outs, rival_out], [*weights, 1.0 - self.model_weight]
+        return self.preprocessor.target.mix(outs, weights)
+
+    def scores_and_parts(self, x: Any, y: Any) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        """The run's scores on (x, y), and each part's alone: the transformer members mixed
+        (``model``), each member, and the rival; the parts are for the user's information
+        (nothing is chosen on them). Every member predicts ``x`` once."""
         task = self.preprocessor.target
         arr = self._inputs(x)
         y = np.asarray(y)
         outs = self._member_outputs(arr)
+        rival_out = None if self.rival is None else self.rival.outputs(arr)
         parts = {"model": task.score(y, task.decode(task.mix(outs, [1.0 / len(outs)] * len(outs))))}
         if len(outs) > 1:
             for i, o in enumerate(outs):
                 parts[f"member_{i}"] = task.score(y, task.decode(o))
-        if self.rival is not None:
-            parts[self.rival.name] = task.score(y, task.decode(self.rival.outputs(arr)))
-        return parts
+        if rival_out is not None:
+            parts[self.rival.name] = task.score(y, task.decode(rival_out))
+        return task.score(y, task.decode(self._mix(outs, rival_out))), parts
 
     def save_models(self, folder: Path | None = None) -> None:
         """Write the model(s) into the run folder: ``model/`` (the first member), and for
@@ -148,14 +153,9 @@ class Run:
         with memory_advice("predict", batch, fix="the model itself may not fit this device: "
                            "predict on a device with more memory (--device cpu)"):
             outs = [predict_outputs(m, normalised, batch, self._accelerator) for m in self.members]
-        if len(outs) == 1 and self.rival is None:
-            return outs[0]
-        weights = [self.model_weight / len(outs)] * len(outs)
-        if self.rival is not None:  # the rival reads raw rows, a chunk at a time too
-            outs.append(np.concatenate([self.rival.outputs(self._inputs(chunk))
-                                        for _, chunk in view.chunks()]))
-            weights.append(1.0 - self.model_weight)
-        return self.preprocessor.target.mix(outs, weights)
+        rival_out = None if self.rival is None else np.concatenate(  # raw rows, a chunk at a time
+            [self.rival.outputs(self._inputs(chunk)) for _, chunk in view.chunks()])
+        return self._mix(outs, rival_out)
 
     def predict(self, x: Any) -> np.ndarray:
         """Labels (classification) or values in the training targets' units."""
