@@ -69,10 +69,13 @@ def cli_subprocess(args: list[str]) -> subprocess.Popen:
 
 
 @pytest.mark.parametrize("extra", [[], ["--augment", "time-warp,jitter,mixup,cutmix",
-                                         "--embedder", "conv"]], ids=["plain", "augment"])
+                                         "--embedder", "conv", "--head-init", "probe",
+                                         "--head-norm", "batch", "--dropout", "0.05"]],
+                         ids=["plain", "augment-probe"])
 def test_sigkill_during_refine_then_resume_is_bit_identical(tiny_bodies, npz, tmp_path, one_thread,
                                                             extra):
-    """With --augment the augmentation generator is restored too (same draws after resume)."""
+    """With --augment the augmentation generator is restored too (same draws after resume);
+    a probe-started head with a FeatureNorm restores its running statistics (buffers)."""
     args = ["--data", str(npz), "--body", tiny_bodies["bert"], "--epochs", "14", "--batch-size", "8",
             "--max-tokens", "16", "--seed", "1", "--device", "cpu", *extra]
     run = tmp_path / "killed"

@@ -28,6 +28,8 @@ AUTO_FOLDS = 5  # --method auto with --folds 0: the inner cross-validation's fol
 HEAD_CHOICES = ("linear", "generate")
 DECODE_CHOICES = ("constrained", "score", "free")
 EMBEDDER_CHOICES = ("patch", "overlap", "conv")
+HEAD_INIT_CHOICES = ("probe", "random")
+HEAD_NORM_CHOICES = ("batch", "none")
 
 
 def parse_tune(tune: str) -> tuple[str, int | None]:
@@ -89,6 +91,13 @@ class FitConfig:
     warmup: float = option(0.1, "fraction of refine steps with linear warm-up")
     schedule: str = option("cosine", "learning rate after the warm-up: cosine decays to 0",
                            choices="|".join(SCHEDULE_CHOICES))
+    head_init: str = option("random", "how the linear head starts the refine stage: probe (fitted "
+                            "on the frozen features of the training split, then everything "
+                            "fine-tunes: LP-FT) or random", choices="|".join(HEAD_INIT_CHOICES))
+    head_norm: str = option("none", "pooled heads: batch standardises the pooled features before "
+                            "the linear layer (BatchNorm without affine, as MAE's linear probe: "
+                            "pretrained features share one large mean direction) or none",
+                            choices="|".join(HEAD_NORM_CHOICES))
     grad_clip: float = option(1.0, "gradient norm clipping; 0 = off")
     patience: int = option(30, "early stopping on the validation metric, in epochs; 0 = off")
     val_fraction: float = option(0.2, "share of training data held out for validation")
@@ -96,6 +105,8 @@ class FitConfig:
     max_tokens: int = option(64, "token sequence cap (also capped at the body's limit)")
     # 0 is ~20% faster per step and lost nothing we measured
     attention_dropout: float = option(0.0, "attention dropout of the body")
+    dropout: float | None = option(None, "dropout of the body's layers while training (hidden "
+                                   "dropout); default: the body's own (MiniLM 0.1)")
     precision: str = option("auto", "auto: fp32 on CPU (measured), bf16 on CUDA when supported",
                             choices="|".join(PRECISION_CHOICES))
     seed: int = option(0, "random seed")
@@ -182,6 +193,8 @@ class FitConfig:
         _choice("precision", self.precision, PRECISION_CHOICES)
         _choice("on_nan", self.on_nan, ON_NAN_CHOICES)
         _choice("schedule", self.schedule, SCHEDULE_CHOICES)
+        _choice("head_init", self.head_init, HEAD_INIT_CHOICES)
+        _choice("head_norm", self.head_norm, HEAD_NORM_CHOICES)
         self._check_text_options()
         self._check_member_options()
         self._check_head_options()
@@ -314,6 +327,8 @@ class FitConfig:
             raise ConfigError(f"--image-size must be at least 8, got {self.image_size}")
         if not 0.0 <= float(self.lora_dropout) < 1.0:
             raise ConfigError("--lora-dropout must be in [0, 1)")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
         if cnn and self.align != "none":
             raise ConfigError(
                 f"--align {self.align} trains an embedder to match the body's input distribution; "
@@ -375,7 +390,7 @@ def read_yaml(path: str | Path, missing: str) -> Any:
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"unknown --{name} {value!r}; choose one of {', '.join(choices)}")
+        raise ConfigError(f"unknown --{name.replace('_', '-')} {value!r}; choose one of {', '.join(choices)}")
 
 
 def options_markdown() -> str:

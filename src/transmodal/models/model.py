@@ -55,6 +55,9 @@ class ModelSpec:
     head: str = ""
     # generate heads: {text_body, labels, decode, label_ids, start, end, pad, decoder_config}
     generate: dict[str, Any] | None = None
+    # pooled heads: "batch" standardises the pooled features before the linear layer
+    # (--head-norm); files without it: "none"
+    head_norm: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

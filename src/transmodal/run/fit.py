@@ -124,10 +124,13 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
                      spatial=list(ds.x_train.shape[2:]), body=cfg.body,
                      pretrained=cfg.tune != "scratch", max_tokens=cfg.max_tokens,
                      attention_dropout=cfg.attention_dropout, image_size=cfg.image_size,
-                     augment=cfg.augment == "flip-crop", embedder=cfg.embedder, **task.spec_extras())
+                     augment=cfg.augment == "flip-crop", embedder=cfg.embedder, head_norm=cfg.head_norm,
+                     **task.spec_extras())
     if members is not None:
         seed_everything(members[0].seed)
     model = build_model(spec)
+    if cfg.dropout is not None:
+        model.body.set_dropout(cfg.dropout)
     task.check_model(model, [y_train[va], y_test])  # e.g. texts over the text tower's limit
     max_tokens = None if model.body.takes_pixels else min(cfg.max_tokens, model.body.max_tokens)
     if max_tokens is not None and max_tokens < cfg.max_tokens:  # the value used goes to summary.json
@@ -179,6 +182,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
             if m.index > 0:  # member 0 was built above (its seed set before)
                 seed_everything(m.seed)
                 model = build_model(spec)
+                if cfg.dropout is not None:
+                    model.body.set_dropout(cfg.dropout)
                 apply_tuning(model, cfg.tune, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                              lora_dropout=cfg.lora_dropout)
             if progress:
@@ -257,6 +262,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         "resumed_from": None if ckpt is None else {"stage": ckpt["stage"], "epoch": ckpt["epoch"]},
         "notes": notes,
     }
+    if trainer.head_inits:
+        summary["head_init"] = trainer.head_inits if len(trainer.head_inits) > 1 else trainer.head_inits[0]
     if members is not None:
         summary["members"] = member_rows
         summary["validation"] = ("out-of-fold: each training sample scored by the fold model "
@@ -301,6 +308,7 @@ class _MemberTrainer:
                  callbacks: list[Any], y_user: np.ndarray, note: Any) -> None:
         self.task, self.cfg, self.accelerator = task, cfg, accelerator
         self.progress, self.callbacks, self.y_user, self.note = progress, callbacks, y_user, note
+        self.head_inits: list[str] = []  # what each member's head started from (--head-init)
 
     def train(self, model: Any, train: tuple[np.ndarray, np.ndarray],
               val: tuple[np.ndarray, np.ndarray], val_idx: np.ndarray, log: Any,
@@ -330,8 +338,15 @@ class _MemberTrainer:
                                 callbacks=callbacks)
         t_align = time.perf_counter() - t0
 
-        # --- stage 2: refine
+        # --- stage 2: refine (a resumed refine stage restores the head it had)
         t0 = time.perf_counter()
+        if cfg.head_init == "probe" and not (ckpt is not None and ckpt["stage"] == "refine"):
+            from ..engine.probe import warm_start_head
+
+            self.head_inits.append(warm_start_head(
+                accelerator.unwrap_model(model), task, x_tr, y_tr,
+                None if weights is None else weights[0], 2 * cfg.batch_size,
+                accelerator.device, accelerator.autocast))
         with memory_advice("refine", cfg.batch_size):
             state = refine(model, task, train, val, self.y_user[val_idx], cfg, accelerator,
                            log=log, progress=self.progress, checkpointer=checkpointer,

@@ -143,6 +143,13 @@ class Task(ABC):
         """Checks that need the built model, before a run folder is written (e.g. texts longer
         than a text tower takes); ``eval_targets``: the validation and test targets."""
 
+    def probe(self, feats: np.ndarray, y: np.ndarray, weight: np.ndarray | None
+              ) -> tuple[np.ndarray, np.ndarray, str] | None:
+        """A linear read-out fitted on standardised frozen features (N, F) and encoded targets,
+        for the head's warm start (``engine/probe.py``): (coef (K, F), intercept (K,), what was
+        chosen), or None when the task has none."""
+        return None
+
     def compare(self, new: dict[str, float], best: dict[str, float] | None) -> int:
         """+1 if ``new`` beats ``best`` on the primary metric, 0 on a tie, -1 if worse.
 

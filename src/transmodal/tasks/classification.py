@@ -5,6 +5,7 @@ decoding and probabilities then read the generate head's outputs instead of logi
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -178,8 +179,42 @@ class Classification(Task):
                 "macro_f1": float(f1_score(y_true, y_pred, average="macro", **f1)),
                 "invalid_rate": float(np.average(bad, weights=sample_weight))}
 
+    def probe(self, feats: np.ndarray, y: np.ndarray, weight: np.ndarray | None
+              ) -> tuple[np.ndarray, np.ndarray, str] | None:
+        """Multinomial logistic regression; its C by log-loss in stratified inner folds of the
+        training split (log loss, not accuracy: the head starts calibrated, not saturated)."""
+        from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+        from sklearn.model_selection import StratifiedKFold
+
+        present = np.unique(y)
+        if self.generate_text is not None or len(present) < 2:
+            return None
+        folds = min(PROBE_FOLDS, int(np.bincount(y)[present].min()))
+        if folds >= 2:
+            clf = LogisticRegressionCV(Cs=PROBE_CS, cv=StratifiedKFold(folds),
+                                       scoring="neg_log_loss", max_iter=2000)
+        else:  # a class with one sample: no inner folds
+            clf = LogisticRegression(C=1.0, max_iter=2000)
+        with warnings.catch_warnings():  # scikit-learn 1.9 announces a change of C_'s layout
+            warnings.simplefilter("ignore", FutureWarning)
+            clf.fit(feats, y, sample_weight=weight)
+        k, f = self.n_outputs, feats.shape[1]
+        coef, intercept = np.zeros((k, f)), np.full(k, clf.intercept_.min() - 10.0)
+        if len(present) == 2:  # sklearn's one binary row as two logits: ±half of it
+            coef[present] = np.stack([-clf.coef_[0], clf.coef_[0]]) / 2
+            intercept[present] = np.array([-clf.intercept_[0], clf.intercept_[0]]) / 2
+        else:
+            coef[present], intercept[present] = clf.coef_, clf.intercept_
+        c = float(np.atleast_1d(clf.C_)[0]) if folds >= 2 else 1.0
+        return coef, intercept, f"logistic regression, C={c:g}"
+
     def alignment_labels(self, target: np.ndarray, k: int, seed: int) -> np.ndarray:
         return target.astype(np.int64)  # the class ids themselves
+
+
+# the probe's inverse regularisation grid and inner folds (engine/probe.py)
+PROBE_CS = np.logspace(-4, 2, 7).tolist()
+PROBE_FOLDS = 3
 
 
 def _sort_key(v: Any) -> tuple:

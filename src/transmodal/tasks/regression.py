@@ -75,6 +75,16 @@ class Regression(Task):
              weight: torch.Tensor | None = None) -> torch.Tensor:
         return mse(out, target, weight)
 
+    def probe(self, feats: np.ndarray, y: np.ndarray, weight: np.ndarray | None
+              ) -> tuple[np.ndarray, np.ndarray, str] | None:
+        """Ridge regression on the standardised targets; its alpha by efficient leave-one-out
+        (scikit-learn's RidgeCV) on the training split."""
+        from sklearn.linear_model import RidgeCV
+
+        ridge = RidgeCV(alphas=PROBE_ALPHAS).fit(feats, y.reshape(len(y), -1), sample_weight=weight)
+        coef = np.atleast_2d(ridge.coef_)  # (K, F)
+        return coef, np.atleast_1d(ridge.intercept_), f"ridge, alpha={float(ridge.alpha_):g}"
+
     def score(self, y_true: np.ndarray, y_pred: np.ndarray,
               sample_weight: np.ndarray | None = None) -> dict[str, float]:
         """RMSE over all outputs; R² per output, averaged (sklearn's "uniform_average")."""
@@ -91,6 +101,9 @@ class Regression(Task):
         ss_tot = ((t - t.mean(0)) ** 2).sum(0)
         r2 = float(np.mean(1.0 - ss_res / np.maximum(ss_tot, 1e-12)))
         return {"rmse": rmse, "r2": r2}
+
+
+PROBE_ALPHAS = np.logspace(-2, 4, 7).tolist()  # the head's warm start (engine/probe.py)
 
 
 def class_code_note(y: np.ndarray, most: int = 20) -> str | None:
