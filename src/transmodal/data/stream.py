@@ -26,7 +26,8 @@ import numpy as np
 
 from ..errors import DataError
 
-CHUNK_BYTES = 32 * 2**20  # float32 bytes read at once by a streaming pass (stats, fingerprint)
+CHUNK_BYTES = 8 * 2**20  # float32 bytes read at once by a streaming pass (stats, fingerprint);
+# the statistics pass holds two float64 temporaries of a chunk (see channel_stats)
 ALIGN_MAX_ROWS = 4096  # the align stage embeds its whole sample at once (before/after features)
 ALIGN_MAX_BYTES = 256 * 2**20
 
@@ -145,10 +146,17 @@ class DiskArray:
             yield start, self.read(np.arange(start, min(start + step, len(self))))
 
     def _read_rows(self, rows: np.ndarray) -> np.ndarray:
-        """Stored rows (global numbers) as float32, sorted runs read with one call each."""
+        """Stored rows (global numbers) as float32, sorted runs read with one call each.
+
+        One buffer of the batch's size: float32 rows asked for in order (chunks, prediction)
+        are read straight into the result; others are read in order into a buffer of the
+        stored dtype and scattered (and cast) into the result."""
         order = np.argsort(rows, kind="stable")
         srt = rows[order]
-        buf = np.empty((len(rows), *self.row_shape), dtype=self.stored_dtype)
+        out = np.empty((len(rows), *self.row_shape), dtype=np.float32)
+        in_order = bool((order == np.arange(len(rows))).all())
+        buf = out if in_order and self.stored_dtype == np.float32 else \
+            np.empty((len(rows), *self.row_shape), dtype=self.stored_dtype)
         part_of = np.searchsorted(self.starts, srt, side="right") - 1
         # a run: consecutive rows of one part
         breaks = np.flatnonzero((np.diff(srt) != 1) | (np.diff(part_of) != 0)) + 1
@@ -162,9 +170,9 @@ class DiskArray:
                 self._pread(source, offset + first * row_bytes, buf[a:b])
             else:  # an array (np.memmap): its own slicing reads
                 buf[a:b] = source[first: first + (b - a)]
-        out = np.empty_like(buf)
-        out[order] = buf
-        return out.reshape(len(rows), *self.sample_shape).astype(np.float32, copy=False)
+        if buf is not out:
+            out[order] = buf  # (n, *row_shape): back to the asked order, cast to float32
+        return out.reshape(len(rows), *self.sample_shape)
 
     def _pread(self, path: str, offset: int, into: np.ndarray) -> None:
         view = memoryview(into.reshape(-1).view(np.uint8))
@@ -342,7 +350,8 @@ def channel_stats(x: DiskArray, chunk_bytes: int | None = None
         _finite(chunk, start, x.name)
         nb = chunk.size // chunk.shape[1]
         mb = chunk.mean(axis=axes, dtype=np.float64)
-        m2b = ((chunk - mb.reshape((1, -1) + (1,) * (chunk.ndim - 2))) ** 2).sum(axis=axes)
+        dev = chunk - mb.reshape((1, -1) + (1,) * (chunk.ndim - 2))  # float64, like the chunk
+        m2b = np.square(dev, out=dev).sum(axis=axes)  # in place: one temporary, not two
         delta, total = mb - mean, n + nb
         mean = mean + delta * (nb / total)
         m2 = m2 + m2b + delta ** 2 * (n * nb / total)
