@@ -79,8 +79,11 @@ class Preprocessor:
         return self.target.name
 
     # ---------------------------------------------------------------- x
-    def transform_x(self, x: np.ndarray) -> np.ndarray:
-        """Check the grid and channels, apply the length rule, then normalise."""
+    def transform_x(self, x: np.ndarray, overwrite: bool = False) -> np.ndarray:
+        """Check the grid and channels, apply the length rule, then normalise.
+
+        ``overwrite``: ``x`` is a scratch buffer the caller drops (rows just read from disk):
+        a float32 ``x`` receives the result, so a batch costs one buffer, not two."""
         if self.check_x_shape(x):
             x = np.stack([resample_to(s, self.input_shape[-1]) for s in x])
         shape = (1, -1) + (1,) * (x.ndim - 2)
@@ -94,7 +97,8 @@ class Preprocessor:
         # ((x - shift) / scale).astype(float32) on the whole array (elementwise), with
         # temporaries of BLOCK_ELEMENTS values instead of two float64 copies of the whole input
         # (a batch read from disk, or all the training data)
-        out = np.empty(x.shape, dtype=np.float32)  # (N, C, *spatial)
+        reuse = overwrite and isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.writeable
+        out = x if reuse else np.empty(x.shape, dtype=np.float32)  # (N, C, *spatial)
         step = max(1, BLOCK_ELEMENTS // max(1, int(np.prod(x.shape[1:]))))
         for i in range(0, len(x), step):
             block = np.subtract(x[i: i + step], shift)  # numpy's promotion, as before

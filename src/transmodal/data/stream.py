@@ -18,6 +18,7 @@ bounded, class-stratified sample (:func:`bounded_sample`); the baselines skip la
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -61,7 +62,8 @@ class DiskArray:
 
     ``a[i]`` and ``a[i:j]`` read those rows (numpy arrays); ``a[rows]`` with an index array is
     another lazy view of those rows; ``a.map(f)`` a lazy view whose reads pass through ``f``
-    (the normalisation); ``np.asarray(a)`` reads everything (only for data known to be small).
+    (the normalisation; ``f`` gets a fresh float32 array of its own, which it may overwrite);
+    ``np.asarray(a)`` reads everything (only for data known to be small).
     """
 
     def __init__(self, parts: list[tuple[Any, int, int]], row_shape: tuple[int, ...],
@@ -242,12 +244,19 @@ def _open_parts(paths: list[Path], what: str, need_rows: bool = True) -> DiskArr
 
 
 def from_memmap(x: np.memmap) -> DiskArray:
-    """A user's ``np.memmap`` (e.g. ``np.load(path, mmap_mode="r")``) as rows read on demand
-    (through its mapping: see the module note on resident memory)."""
+    """A user's ``np.memmap`` (e.g. ``np.load(path, mmap_mode="r")``) as rows read on demand.
+
+    A whole mapping of a file (not a slice or other view of one, not copy-on-write) is read
+    from its file with ``preadv`` like a data folder (see the module note: pages read through
+    the mapping would count in the resident memory until the kernel takes them back); any
+    other memmap is read through its own slicing."""
     if x.dtype.kind not in "biuf" or x.ndim not in (2, 3, 4):
         raise DataError(f"the memory-mapped input holds {x.dtype} of shape {x.shape}; expected "
                         "numbers shaped (N, L), (N, C, L) or (N, C, H, W)")
-    return DiskArray([(x, 0, int(x.shape[0]))], x.shape[1:], x.dtype, "memory-mapped input")
+    whole_file = (isinstance(x.base, mmap.mmap) and x.filename is not None and x.mode != "c"
+                  and x.flags.c_contiguous)
+    source = (str(x.filename), int(x.offset)) if whole_file else (x, 0)
+    return DiskArray([(*source, int(x.shape[0]))], x.shape[1:], x.dtype, "memory-mapped input")
 
 
 def _files_of(folder: Path, stem: str) -> list[Path] | None:
@@ -368,6 +377,10 @@ def prepare_streamed(ds: Any, tr: np.ndarray, va: np.ndarray, task: Any, image_n
     from .preprocess import Preprocessor
 
     chunk_bytes = chunk_bytes or CHUNK_BYTES
+
+    def normalise(rows: np.ndarray) -> np.ndarray:  # rows: a fresh read, overwritten
+        return pre.transform_x(rows, overwrite=True)
+
     x_all = as_disk(ds.x_train)
     x_tr = x_all[tr]
     if x_tr.float_bytes <= chunk_bytes:
@@ -382,8 +395,8 @@ def prepare_streamed(ds: Any, tr: np.ndarray, va: np.ndarray, task: Any, image_n
         x_te = as_disk(ds.x_test)
         check_finite(x_te, "the test inputs", chunk_bytes)
         pre.check_x_shape(x_te)  # grid and channels now, not after training
-        x_te = x_te.map(pre.transform_x)
-    return pre, x_tr.map(pre.transform_x), x_all[va].map(pre.transform_x), x_te
+        x_te = x_te.map(normalise)
+    return pre, x_tr.map(normalise), x_all[va].map(normalise), x_te
 
 
 def _checked(x: DiskArray) -> np.ndarray:
