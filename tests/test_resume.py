@@ -41,21 +41,26 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert (a / "model" / "model.safetensors").read_bytes() == (b / "model" / "model.safetensors").read_bytes()
 
 
-def kill_when(proc: subprocess.Popen, run: Path, stage: str, epoch: int, timeout: float = 120) -> None:
-    """SIGKILL ``proc`` once metrics.jsonl shows ``stage`` at ``epoch`` or later."""
-    deadline = time.monotonic() + timeout
-    metrics = run / "metrics.jsonl"
-    while time.monotonic() < deadline and proc.poll() is None:
-        if metrics.exists():
+def kill_when(proc: subprocess.Popen, run: Path, stage: str, epoch: int, hung_after: float = 1800) -> None:
+    """SIGKILL ``proc`` once its checkpoint exists and metrics.jsonl shows ``stage`` at
+    ``epoch`` or later. No deadline while the child runs (on a busy machine its imports alone
+    may take minutes): polls every 10 ms until then, or fails when the child ends first;
+    ``hung_after`` seconds only guard against a child that hangs."""
+    deadline = time.monotonic() + hung_after
+    metrics, ckpt = run / "metrics.jsonl", run / "checkpoint" / "checkpoint.pt"
+    while proc.poll() is None and time.monotonic() < deadline:
+        if ckpt.exists() and metrics.exists():
             rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.endswith("}")]
             if any(r["stage"] == stage and r["epoch"] >= epoch for r in rows):
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
                 return
         time.sleep(0.01)
+    hung = proc.poll() is None
     proc.kill()
     out, err = proc.communicate()
-    pytest.fail(f"the run ended (rc {proc.returncode}) before {stage} epoch {epoch}: {err[-2000:]}")
+    what = f"hung for {hung_after:.0f} s" if hung else f"ended (rc {proc.returncode})"
+    pytest.fail(f"the run {what} before {stage} epoch {epoch}: {err[-2000:]}")
 
 
 def cli_subprocess(args: list[str]) -> subprocess.Popen:

@@ -2,6 +2,7 @@
 predict with the in-memory results; statistics from a streaming pass; bad folders refused."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -158,19 +159,117 @@ def test_streaming_pass_rss_below_file_size(tmp_path):
     mm.flush()
     del mm
     script = textwrap.dedent(f"""
-        import json, resource
+        import json
         import transmodal.data.stream as s
         from transmodal.run.checkpoint import data_fingerprint
+        from transmodal.run.fit import peak_rss_mb  # VmHWM (ru_maxrss starts at pytest's peak)
         s.CHUNK_BYTES = 4 * 2**20
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # imports (torch)
+        before = peak_rss_mb()  # imports (torch)
         x = s.open_npy({str(path)!r})
         mean, std, low, high = s.channel_stats(x)
         s.check_finite(x, "x")
         data_fingerprint(x)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = peak_rss_mb()
         print(json.dumps({{"added_mb": peak - before, "std": float(std[0])}}))
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert abs(result["std"] - 1.0) < 1e-2
     assert result["added_mb"] < 32, result  # the file is 128 MiB
+
+
+def _series_file(path, rows, shape, seed):
+    """A (rows, *shape) float32 .npy written a block at a time (never whole in this process)."""
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, *shape))
+    for i in range(0, rows, 64):
+        n = min(64, rows - i)
+        mm[i: i + n] = np.random.default_rng(seed + i).standard_normal((n, *shape), np.float32)
+    mm.flush()
+    del mm
+    return np.arange(rows) % 2
+
+
+@pytest.mark.slow  # a fresh process (imports ~7 s idle, ~30 s on the busy 2 cores) and 200 MiB
+def test_memory_mapped_input_larger_than_the_memory_fit_may_add(tiny_bodies, tmp_path):
+    """A 200 MiB np.memmap (np.load(mmap_mode="r")) fitted in a fresh process adds far less
+    than its size to the peak resident memory of the same fit on a 32 MiB one (imports, the
+    model, the same batches: what a fit costs whatever the file): rows are read with preadv,
+    not through the mapping, and normalised a block at a time. The process's VmHWM (its
+    ru_maxrss would start at pytest's peak)."""
+    shape, big_rows = (16, 8192), 400  # 512 KiB per sample: 400 samples = 200 MiB
+    y_small = _series_file(tmp_path / "small.npy", 64, shape, 0)
+    y_big = _series_file(tmp_path / "big.npy", big_rows, shape, 1)
+    np.save(tmp_path / "y_small.npy", y_small)
+    np.save(tmp_path / "y_big.npy", y_big)
+    file_mb = (tmp_path / "big.npy").stat().st_size / 2**20
+    script = textwrap.dedent(f"""
+        import json, sys
+        import numpy as np
+        import transmodal
+
+        peak_mb = sys.modules["transmodal.run.fit"].peak_rss_mb  # VmHWM: this process's own peak
+
+        def fit(name):
+            x = np.load({str(tmp_path)!r} + f"/{{name}}.npy", mmap_mode="r")
+            y = np.load({str(tmp_path)!r} + f"/y_{{name}}.npy")
+            return transmodal.fit((x, y), body={tiny_bodies["bert"]!r}, epochs=1, batch_size=16,
+                                  max_tokens=16, baselines="none", val_fraction=0.5,
+                                  progress=False, device="cpu")
+
+        fit("small")  # the fixed cost: imports, the model, batches of 16 and 32 (validation)
+        before = peak_mb()
+        run = fit("big")
+        print(json.dumps({{"before": before, "after": peak_mb(), "n_train": run.summary["n_train"]}}))
+    """)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["n_train"] == big_rows // 2  # the whole file was trained and validated on
+    added = result["after"] - result["before"]
+    assert file_mb > 190 and added < file_mb / 4, (added, file_mb, result)  # the file is 200 MiB
+
+
+def test_memmap_of_a_whole_file_is_read_from_the_file(tmp_path):
+    """np.load(mmap_mode="r") is read with preadv (not through the mapping); a slice, a
+    copy-on-write or a Fortran-order memmap through its own slicing; all give the same rows."""
+    from transmodal.data.stream import from_memmap
+
+    x = np.arange(5 * 2 * 6, dtype=">f8").reshape(5, 2, 6)  # big-endian float64: cast per read
+    np.save(tmp_path / "x.npy", x)
+    whole = from_memmap(np.load(tmp_path / "x.npy", mmap_mode="r"))
+    assert whole.parts[0][0] == str(tmp_path / "x.npy") and whole.parts[0][1] > 0
+    np.testing.assert_array_equal(whole.read(np.array([4, 0, 2])), x[[4, 0, 2]].astype(np.float32))
+    for other in (np.load(tmp_path / "x.npy", mmap_mode="r")[1:],
+                  np.load(tmp_path / "x.npy", mmap_mode="c")):
+        view = from_memmap(other)
+        assert isinstance(view.parts[0][0], np.memmap)
+        np.testing.assert_array_equal(np.asarray(view), np.asarray(other, dtype=np.float32))
+
+
+@pytest.mark.parametrize("norm, dtype", [("channel", np.float32), ("channel", np.float64),
+                                         ("unit", np.float32), ("unit", np.uint8)])
+def test_blockwise_normalisation_equals_the_whole_array_formula(norm, dtype, monkeypatch):
+    """transform_x works a block of rows at a time (bounded temporaries): bit for bit the
+    values of the formula on the whole array, also when it overwrites a read buffer."""
+    import transmodal.data.preprocess as preprocess
+    from transmodal.tasks import get_task
+
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(23, 3, 7)) * 40 + 100).clip(0, 255).astype(dtype)
+    pre = preprocess.Preprocessor.fit(x, np.arange(23) % 2, get_task("classification"), image_norm=norm)
+    shape = (1, -1, 1)
+    if norm == "unit":
+        low, high = pre.pixel_range
+        expected = ((x - low) / (high - low)).astype(np.float32)
+    else:
+        expected = ((x - np.asarray(pre.x_mean).reshape(shape)) / np.asarray(pre.x_std).reshape(shape)
+                    ).astype(np.float32)
+    monkeypatch.setattr(preprocess, "BLOCK_ELEMENTS", 2 * 3 * 7)  # 2 rows per block: 12 blocks
+    np.testing.assert_array_equal(pre.transform_x(x), expected)
+    scratch = x.astype(np.float32)
+    got = pre.transform_x(scratch, overwrite=True)
+    if dtype == np.float32:
+        assert got is scratch
+    np.testing.assert_array_equal(got, expected if dtype == np.float32 else
+                                  pre.transform_x(x.astype(np.float32)))

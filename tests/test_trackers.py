@@ -98,3 +98,104 @@ def test_tensorboard_needs_a_run_folder():
     pytest.importorskip("tensorboard", reason="the [tensorboard] extra is not installed")
     with pytest.raises(ConfigError, match="pass --out RUN"):
         tracker_callbacks("tensorboard", None, {})
+
+
+def _crash_then_resume(x, y, run_dir, monkeypatch, **opts):
+    """Fit 9 refine epochs with a checkpoint every 3, crash on the second checkpoint write
+    (epochs 4-6 were trained and logged, only epoch 3 is saved), then resume to the end."""
+    from transmodal.run import checkpoint
+
+    real, saves = checkpoint.Checkpointer.save, []
+
+    def crash_on_second_save(self, **kw):
+        saves.append(kw["epoch"])
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+        return real(self, **kw)
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", crash_on_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        transmodal.fit((x, y), out=run_dir, body=opts.pop("body"), epochs=9, checkpoint_every=3,
+                       seed=2, device="cpu", batch_size=8, max_tokens=16, progress=False, **opts)
+    monkeypatch.undo()
+    assert len(_records(run_dir)) == 6  # the log ran ahead of the checkpoint (epoch 3)
+    return transmodal.fit((x, y), resume=run_dir, progress=False)
+
+
+def _scalar_events(folder):
+    """(tag, step, value) of every scalar in every event file of ``folder``, as written."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util import tensor_util
+
+    found = []
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for v in event.summary.value:
+                found.append((v.tag, event.step, float(tensor_util.make_ndarray(v.tensor))))
+    return found
+
+
+def test_resumed_run_continues_the_tensorboard_run(tiny_bodies, toy_series, tmp_path, monkeypatch,
+                                                   one_thread):
+    """Same folder, steps go on, no epoch written twice (in the raw event files, not only in
+    TensorBoard's view, which hides steps that go back)."""
+    pytest.importorskip("tensorboard", reason="the [tensorboard] extra is not installed")
+    x, y = toy_series
+    run_dir = tmp_path / "run"
+    _crash_then_resume(x, y, run_dir, monkeypatch, body=tiny_bodies["bert"], report_to="tensorboard")
+    events = _scalar_events(run_dir / "tensorboard")
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 2  # one per process
+    steps = [step for tag, step, _ in events if tag == "refine/val_accuracy"]
+    assert steps == list(range(1, 10))  # each epoch once, in order
+    written = {(tag, step): value for tag, step, value in events}
+    assert len(written) == len(events)
+    for rec in _records(run_dir):
+        assert written[("refine/val_loss", rec["epoch"])] == pytest.approx(rec["val_loss"], rel=1e-6)
+    assert json.loads((run_dir / "trackers.json").read_text()) == {"tensorboard": {"sent": 9}}
+
+
+def test_tracker_added_at_resume_gets_the_checkpointed_epochs(tiny_bodies, toy_series, tmp_path,
+                                                              monkeypatch, one_thread):
+    """--report-to may change on resume: a new tracker run first gets the checkpoint's epochs."""
+    pytest.importorskip("tensorboard", reason="the [tensorboard] extra is not installed")
+    from transmodal.run import checkpoint
+
+    x, y = toy_series
+    run_dir = tmp_path / "run"
+    real = checkpoint.Checkpointer.save
+
+    def crash_at_4(self, **kw):
+        if kw["epoch"] == 4:
+            raise KeyboardInterrupt
+        return real(self, **kw)
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", crash_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        transmodal.fit((x, y), out=run_dir, body=tiny_bodies["bert"], epochs=5, checkpoint_every=1,
+                       device="cpu", batch_size=8, max_tokens=16, progress=False)
+    monkeypatch.undo()
+    transmodal.fit((x, y), resume=run_dir, report_to="tensorboard", progress=False)
+    steps = [step for tag, step, _ in _scalar_events(run_dir / "tensorboard") if tag == "refine/val_accuracy"]
+    assert steps == [1, 2, 3, 4, 5]  # 1-3 from the checkpoint's log, 4-5 as they were trained
+
+
+@pytest.mark.slow  # MLflow creates its SQLite schema (~30 migrations): ~10-30 s on 2 busy cores
+def test_resumed_run_continues_the_mlflow_run(tiny_bodies, toy_series, tmp_path, monkeypatch,
+                                              one_thread):
+    pytest.importorskip("mlflow", reason="the [mlflow] extra is not installed")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    x, y = toy_series
+    run_dir = tmp_path / "run"
+    run = _crash_then_resume(x, y, run_dir, monkeypatch, body=tiny_bodies["bert"], report_to="mlflow")
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
+    (found,) = client.search_runs([client.get_experiment_by_name("transmodal").experiment_id])
+    assert found.info.status == "FINISHED"
+    assert json.loads((run_dir / "trackers.json").read_text())["mlflow"] == {
+        "run_id": found.info.run_id, "sent": 9}
+    history = client.get_metric_history(found.info.run_id, "refine/val_loss")
+    assert sorted(m.step for m in history) == list(range(1, 10))  # each epoch once
+    assert {m.step: m.value for m in history} == pytest.approx(
+        {r["epoch"]: r["val_loss"] for r in _records(run_dir)})
+    assert found.data.metrics["final/val/accuracy"] == pytest.approx(run.summary["metrics"]["val"]["accuracy"])

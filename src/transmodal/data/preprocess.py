@@ -27,6 +27,8 @@ from .arrays import resample_to
 
 # record fields of the target encoding written by earlier versions for every task (kept, so
 # every record has the same keys whatever the task)
+BLOCK_ELEMENTS = 2**19  # values normalised at once by transform_x (4 MiB as float64)
+
 _TARGET_DEFAULTS: dict[str, Any] = {"classes": [], "y_mean": [], "y_std": [], "y_shape": []}
 
 
@@ -77,18 +79,32 @@ class Preprocessor:
         return self.target.name
 
     # ---------------------------------------------------------------- x
-    def transform_x(self, x: np.ndarray) -> np.ndarray:
-        """Check the grid and channels, apply the length rule, then normalise."""
+    def transform_x(self, x: np.ndarray, overwrite: bool = False) -> np.ndarray:
+        """Check the grid and channels, apply the length rule, then normalise.
+
+        ``overwrite``: ``x`` is a scratch buffer the caller drops (rows just read from disk):
+        a float32 ``x`` receives the result, so a batch costs one buffer, not two."""
         if self.check_x_shape(x):
             x = np.stack([resample_to(s, self.input_shape[-1]) for s in x])
         shape = (1, -1) + (1,) * (x.ndim - 2)
         if self.image_norm == "unit":  # [0, 1]; the model applies the ImageNet mean/std
             low, high = self.pixel_range
-            return ((x - low) / (high - low)).astype(np.float32)
+            shift, scale = low, high - low
         else:
-            mean = np.asarray(self.x_mean).reshape(shape)
-            std = np.asarray(self.x_std).reshape(shape)
-        return ((x - mean) / std).astype(np.float32)
+            shift = np.asarray(self.x_mean).reshape(shape)
+            scale = np.asarray(self.x_std).reshape(shape)
+        # float arithmetic, cast to float32, a block of rows at a time: the same values as
+        # ((x - shift) / scale).astype(float32) on the whole array (elementwise), with
+        # temporaries of BLOCK_ELEMENTS values instead of two float64 copies of the whole input
+        # (a batch read from disk, or all the training data)
+        reuse = overwrite and isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.writeable
+        out = x if reuse else np.empty(x.shape, dtype=np.float32)  # (N, C, *spatial)
+        step = max(1, BLOCK_ELEMENTS // max(1, int(np.prod(x.shape[1:]))))
+        for i in range(0, len(x), step):
+            block = np.subtract(x[i: i + step], shift)  # numpy's promotion, as before
+            np.divide(block, scale, out=block)
+            out[i: i + step] = block
+        return out
 
     def check_x_shape(self, x: Any) -> bool:
         """Inputs fit the training grid and channels (one clear error otherwise); True when

@@ -18,6 +18,7 @@ bounded, class-stratified sample (:func:`bounded_sample`); the baselines skip la
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -26,7 +27,8 @@ import numpy as np
 
 from ..errors import DataError
 
-CHUNK_BYTES = 32 * 2**20  # float32 bytes read at once by a streaming pass (stats, fingerprint)
+CHUNK_BYTES = 8 * 2**20  # float32 bytes read at once by a streaming pass (stats, fingerprint);
+# the statistics pass holds two float64 temporaries of a chunk (see channel_stats)
 ALIGN_MAX_ROWS = 4096  # the align stage embeds its whole sample at once (before/after features)
 ALIGN_MAX_BYTES = 256 * 2**20
 
@@ -60,7 +62,8 @@ class DiskArray:
 
     ``a[i]`` and ``a[i:j]`` read those rows (numpy arrays); ``a[rows]`` with an index array is
     another lazy view of those rows; ``a.map(f)`` a lazy view whose reads pass through ``f``
-    (the normalisation); ``np.asarray(a)`` reads everything (only for data known to be small).
+    (the normalisation; ``f`` gets a fresh float32 array of its own, which it may overwrite);
+    ``np.asarray(a)`` reads everything (only for data known to be small).
     """
 
     def __init__(self, parts: list[tuple[Any, int, int]], row_shape: tuple[int, ...],
@@ -145,10 +148,17 @@ class DiskArray:
             yield start, self.read(np.arange(start, min(start + step, len(self))))
 
     def _read_rows(self, rows: np.ndarray) -> np.ndarray:
-        """Stored rows (global numbers) as float32, sorted runs read with one call each."""
+        """Stored rows (global numbers) as float32, sorted runs read with one call each.
+
+        One buffer of the batch's size: float32 rows asked for in order (chunks, prediction)
+        are read straight into the result; others are read in order into a buffer of the
+        stored dtype and scattered (and cast) into the result."""
         order = np.argsort(rows, kind="stable")
         srt = rows[order]
-        buf = np.empty((len(rows), *self.row_shape), dtype=self.stored_dtype)
+        out = np.empty((len(rows), *self.row_shape), dtype=np.float32)
+        in_order = bool((order == np.arange(len(rows))).all())
+        buf = out if in_order and self.stored_dtype == np.float32 else \
+            np.empty((len(rows), *self.row_shape), dtype=self.stored_dtype)
         part_of = np.searchsorted(self.starts, srt, side="right") - 1
         # a run: consecutive rows of one part
         breaks = np.flatnonzero((np.diff(srt) != 1) | (np.diff(part_of) != 0)) + 1
@@ -162,9 +172,9 @@ class DiskArray:
                 self._pread(source, offset + first * row_bytes, buf[a:b])
             else:  # an array (np.memmap): its own slicing reads
                 buf[a:b] = source[first: first + (b - a)]
-        out = np.empty_like(buf)
-        out[order] = buf
-        return out.reshape(len(rows), *self.sample_shape).astype(np.float32, copy=False)
+        if buf is not out:
+            out[order] = buf  # (n, *row_shape): back to the asked order, cast to float32
+        return out.reshape(len(rows), *self.sample_shape)
 
     def _pread(self, path: str, offset: int, into: np.ndarray) -> None:
         view = memoryview(into.reshape(-1).view(np.uint8))
@@ -234,12 +244,19 @@ def _open_parts(paths: list[Path], what: str, need_rows: bool = True) -> DiskArr
 
 
 def from_memmap(x: np.memmap) -> DiskArray:
-    """A user's ``np.memmap`` (e.g. ``np.load(path, mmap_mode="r")``) as rows read on demand
-    (through its mapping: see the module note on resident memory)."""
+    """A user's ``np.memmap`` (e.g. ``np.load(path, mmap_mode="r")``) as rows read on demand.
+
+    A whole mapping of a file (not a slice or other view of one, not copy-on-write) is read
+    from its file with ``preadv`` like a data folder (see the module note: pages read through
+    the mapping would count in the resident memory until the kernel takes them back); any
+    other memmap is read through its own slicing."""
     if x.dtype.kind not in "biuf" or x.ndim not in (2, 3, 4):
         raise DataError(f"the memory-mapped input holds {x.dtype} of shape {x.shape}; expected "
                         "numbers shaped (N, L), (N, C, L) or (N, C, H, W)")
-    return DiskArray([(x, 0, int(x.shape[0]))], x.shape[1:], x.dtype, "memory-mapped input")
+    whole_file = (isinstance(x.base, mmap.mmap) and x.filename is not None and x.mode != "c"
+                  and x.flags.c_contiguous)
+    source = (str(x.filename), int(x.offset)) if whole_file else (x, 0)
+    return DiskArray([(*source, int(x.shape[0]))], x.shape[1:], x.dtype, "memory-mapped input")
 
 
 def _files_of(folder: Path, stem: str) -> list[Path] | None:
@@ -342,7 +359,8 @@ def channel_stats(x: DiskArray, chunk_bytes: int | None = None
         _finite(chunk, start, x.name)
         nb = chunk.size // chunk.shape[1]
         mb = chunk.mean(axis=axes, dtype=np.float64)
-        m2b = ((chunk - mb.reshape((1, -1) + (1,) * (chunk.ndim - 2))) ** 2).sum(axis=axes)
+        dev = chunk - mb.reshape((1, -1) + (1,) * (chunk.ndim - 2))  # float64, like the chunk
+        m2b = np.square(dev, out=dev).sum(axis=axes)  # in place: one temporary, not two
         delta, total = mb - mean, n + nb
         mean = mean + delta * (nb / total)
         m2 = m2 + m2b + delta ** 2 * (n * nb / total)
@@ -359,6 +377,10 @@ def prepare_streamed(ds: Any, tr: np.ndarray, va: np.ndarray, task: Any, image_n
     from .preprocess import Preprocessor
 
     chunk_bytes = chunk_bytes or CHUNK_BYTES
+
+    def normalise(rows: np.ndarray) -> np.ndarray:  # rows: a fresh read, overwritten
+        return pre.transform_x(rows, overwrite=True)
+
     x_all = as_disk(ds.x_train)
     x_tr = x_all[tr]
     if x_tr.float_bytes <= chunk_bytes:
@@ -373,8 +395,8 @@ def prepare_streamed(ds: Any, tr: np.ndarray, va: np.ndarray, task: Any, image_n
         x_te = as_disk(ds.x_test)
         check_finite(x_te, "the test inputs", chunk_bytes)
         pre.check_x_shape(x_te)  # grid and channels now, not after training
-        x_te = x_te.map(pre.transform_x)
-    return pre, x_tr.map(pre.transform_x), x_all[va].map(pre.transform_x), x_te
+        x_te = x_te.map(normalise)
+    return pre, x_tr.map(normalise), x_all[va].map(normalise), x_te
 
 
 def _checked(x: DiskArray) -> np.ndarray:

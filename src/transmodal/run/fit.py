@@ -152,7 +152,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
 
     trackers = tracker_callbacks(cfg.report_to, None if out is None else Path(out),
                                  {**cfg.to_dict(), "data": cfg.data or ds.name, "task": task.name},
-                                 accelerator.is_main_process)
+                                 accelerator.is_main_process,
+                                 resume_metrics=None if ckpt is None else ckpt["metrics"])
     callbacks = [*callbacks, *trackers]
 
     # only the main process writes the run folder (the others train, and log nothing)
@@ -166,6 +167,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     # a multi-member run keeps no resumable checkpoint (it cannot be resumed yet, see above)
     checkpointer = (Checkpointer(folder.path, cfg.checkpoint_every, fingerprint, accelerator.num_processes)
                     if folder and members is None else None)
+    for tracker in trackers:  # an epoch goes to the trackers once a checkpoint holds it
+        tracker.checkpointer = checkpointer
     trainer = _MemberTrainer(task, cfg, accelerator, progress, callbacks, y_train,
                              lambda text: _note(notes, progress, text))
 
@@ -552,8 +555,18 @@ def seed_everything(seed: int) -> None:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident memory of this process so far, in MiB: ``VmHWM`` on Linux, else
+    ``ru_maxrss``. Not ``ru_maxrss`` on Linux: the kernel carries it over an exec, so a process
+    started by another (``subprocess``: vfork + exec) reports at least its parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0  # bytes on macOS, else KiB
 
 
 __all__ = ["fit", "resolve_config", "read_yaml_config"]

@@ -7,6 +7,7 @@ RUN/
   model/           model.safetensors + model.json (no pickle)
   checkpoint/      checkpoint.pt: the last resumable state (see checkpoint.py; no pickle)
   report/          index.html (the run report) and PNG plots
+  trackers.json    --report-to: records each tracker was sent, MLflow's run id (for a resume)
   summary.json     final scores and timings; written LAST, so its presence means complete
 ```
 """

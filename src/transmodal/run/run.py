@@ -149,7 +149,7 @@ class Run:
         self.preprocessor.check_x_shape(view)
         self._device()
         batch = self.config.batch_size * 2
-        normalised = view.map(lambda a: self.preprocessor.transform_x(self._inputs(a)))
+        normalised = view.map(lambda a: self.preprocessor.transform_x(self._inputs(a), overwrite=True))
         with memory_advice("predict", batch, fix="the model itself may not fit this device: "
                            "predict on a device with more memory (--device cpu)"):
             outs = [predict_outputs(m, normalised, batch, self._accelerator) for m in self.members]
