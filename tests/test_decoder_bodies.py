@@ -183,3 +183,19 @@ def test_decoder_only_body_refuses_a_dense_head(folders, tmp_path):
     assert main(["fit", "--data", str(tmp_path / "d.npz"), "--body", folders["gpt2"],
                  "--epochs", "1", "--quiet", "--out", str(out)]) == 2
     assert not (out / "model").exists()
+
+
+@pytest.mark.parametrize("name,tune", [("gpt2", "lora"), ("t5", "layernorm"), ("bart", "hybrid:1")])
+def test_tuning_strategies(folders, name, tune, tmp_path, recwarn):
+    """GPT-2's Conv1D projections take LoRA adapters; T5's RMS norms count as norm layers."""
+    x, y = words(24)
+    run = transmodal.fit((x, y), out=tmp_path / "run", body=folders[name], tune=tune, epochs=1,
+                         **FAST)
+    trainable = {n for n, p in run.model.body.named_parameters() if p.requires_grad}
+    assert trainable
+    if name == "gpt2":
+        assert all(".lora_" in n for n in trainable)
+        assert not [w for w in recwarn if "fan_in_fan_out" in str(w.message)]
+    if name == "t5":
+        assert all("layer_norm" in n for n in trainable)
+    assert np.array_equal(transmodal.load(tmp_path / "run").predict_proba(x), run.predict_proba(x))

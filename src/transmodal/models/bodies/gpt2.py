@@ -21,6 +21,7 @@ class GPT2Body(HFBody):
     family = "gpt2"
     model_types = ("gpt2",)
     causal = True
+    lora_fan_in_fan_out = True  # its Conv1D projections keep (in, out) weights
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
