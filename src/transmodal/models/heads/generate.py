@@ -5,7 +5,8 @@
       bert     BERT with causal self-attention and cross-attention to the memory (the bert2bert
                recipe of transformers' EncoderDecoderModel): self-attention, FFN, embeddings
                and tokenizer warm-started from --text-body (MiniLM offline); cross-attention
-               and the LM head's transform are new. The default for encoder bodies.
+               (output projection zero at the start) and the LM head's transform are new. The
+               default for encoder bodies.
       t5/bart  the pretrained decoder of a T5 or BART body (whose encoder is the body)
       gpt2     a decoder-only body as a prefix LM: the model hands the input's tokens to
                ``forward_prefix`` (``reads_input``) and the body reads them, then the answer
