@@ -149,6 +149,18 @@ def test_masked_teacher_forcing_matches_a_step_by_step_decoder(head_model):
     assert torch.equal(raw[..., 3].sum(1), torch.ones(3))  # one constrained answer each
 
 
+@torch.no_grad()
+def test_cross_attention_starts_as_a_no_op(head_model):
+    """The new cross-attention's output projection starts at zero: the untrained decoder is the
+    pretrained LM whatever the input, and gradients reach that projection first."""
+    head: GenerateHead = head_model.head
+    outs = [layer.crossattention.output.dense for layer in head.decoder.bert.encoder.layer]
+    assert all(not o.weight.any() and not o.bias.any() for o in outs)
+    a, b = head.label_logp(torch.randn(2, 5, 32))[0], head.label_logp(3 * torch.randn(2, 5, 32))[0]
+    assert torch.allclose(a, b, atol=1e-6)
+    assert all(o.weight.requires_grad for o in outs)
+
+
 # ----------------------------------------------------------------------------- fits
 
 

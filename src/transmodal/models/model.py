@@ -83,6 +83,9 @@ class TransmodalModel(nn.Module):
         return self.body.encode(tokens, self.embedder.grid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if getattr(self.head, "reads_input", False):  # a prefix LM (GPT-2 + generate): the body
+            # reads the input's tokens and then the answer's, so the head drives it
+            return self.head.forward_prefix(self.body, self.embedder(x), self.embedder.grid)
         hidden, grid = self.features(x)  # (B, S', D') on grid'
         return self.head(hidden, grid)
 

@@ -129,8 +129,10 @@ def inject_lora(body: nn.Module, spec: dict[str, Any]) -> None:
         raise ConfigError("--tune lora needs the package peft: pip install peft") from None
     targets = list(spec["target_modules"])
     body.prepare_lora(targets)  # e.g. the CNN swaps its padded 1x1 convs for plain ones
+    # GPT-2's Conv1D layers store their weight transposed (peft warns and flips it otherwise)
     config = LoraConfig(r=spec["r"], lora_alpha=spec["alpha"], lora_dropout=spec["dropout"],
-                        target_modules=targets, bias="none")
+                        target_modules=targets, bias="none",
+                        fan_in_fan_out=bool(getattr(body, "lora_fan_in_fan_out", False)))
     inject_adapter_in_model(config, body)
 
 

@@ -81,7 +81,7 @@ def rebuild_body(spec: Any) -> Body:
 
 
 # the built-in families register themselves on import
-from . import clip, efficientnet, swin, text, vit  # noqa: E402,F401
+from . import clip, efficientnet, gpt2, seq2seq, swin, text, vit  # noqa: E402,F401
 
 __all__ = ["Body", "register_body", "family", "family_for_name", "family_for_model_type",
            "takes_pixels", "load_body", "rebuild_body"]

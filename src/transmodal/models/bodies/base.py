@@ -15,6 +15,8 @@ PEFT's ``register_peft_method``); nothing outside the family's file looks at its
     input_token_norm()       typical norm of its own input tokens (the embedder's initial scale)
     stored_config()          what a model file keeps to rebuild the architecture
     set_dropout(p)           the dropout of its layers while training (--dropout)
+    answer_decoder(pre)      its own text decoder for --head generate (T5/BART: theirs; GPT-2:
+                             itself as a prefix LM), or None: a BERT decoder from --text-body
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Body(nn.Module, metaclass=ABCMeta):
     model_types: ClassVar[tuple[str, ...]] = ()  # transformers ``model_type`` values it serves
     takes_pixels: ClassVar[bool] = False  # a fixed image input instead of a trained embedder
     source_modality: ClassVar[str | None] = None  # "text" | "image": the align source reference
+    causal: ClassVar[bool] = False  # decoder-only: token i sees only tokens up to i
 
     embed_dim: int  # width of the tokens it takes
     out_dim: int  # width of the hidden states it returns
@@ -111,6 +114,12 @@ class Body(nn.Module, metaclass=ABCMeta):
 
     def prepare_lora(self, targets: list[str]) -> None:
         """Make ``targets`` wrappable by peft (in place); most bodies need nothing."""
+
+    def answer_decoder(self, pretrained: bool) -> nn.Module | None:
+        """The decoder that writes labels with ``--head generate`` (``models/decoders.py``),
+        pretrained or the architecture only (a stored model's weights load next); None: the
+        head warm-starts a BERT decoder from ``--text-body``."""
+        return None
 
     # ------------------------------------------------------------------ as a text tower
     def text_encoder(self, name: str) -> "Body | None":

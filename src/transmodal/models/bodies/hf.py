@@ -72,6 +72,7 @@ class HFBody(Body):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.source: str | None = None  # the model folder or hub id (None: rebuilt from a spec)
 
     @classmethod
     def load(cls, name: str, pretrained: bool = True, attention_dropout: float | None = 0.0) -> Body:
@@ -89,13 +90,13 @@ class HFBody(Body):
     @classmethod
     def from_config(cls, config, pretrained: bool = False, path: str | None = None) -> Body:
         """The family's body around ``AutoModel`` for ``config`` (pretrained from ``path``)."""
-        from transformers import AutoModel
-
         from . import family_for_model_type
 
         _quiet_transformers()
         family_cls = family_for_model_type(config.model_type)
-        return family_cls(family_cls.build_model(config, pretrained, path))
+        body = family_cls(family_cls.build_model(config, pretrained, path))
+        body.source = path  # where its tokenizer (and a generate head's decoder) come from
+        return body
 
     @classmethod
     def build_model(cls, config, pretrained: bool, path: str | None) -> nn.Module:

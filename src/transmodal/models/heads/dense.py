@@ -8,6 +8,7 @@ import math
 import torch
 from torch import nn
 
+from ...errors import ConfigError
 from . import register_head
 
 
@@ -21,6 +22,10 @@ class DenseHead(nn.Module):
 
     @classmethod
     def build(cls, body, grid: tuple[int, ...], spec) -> "DenseHead":
+        if body.causal:
+            raise ConfigError(f"--body {spec.body} is decoder-only (causal attention): a dense "
+                              "output at the start of the input would see only the tokens before "
+                              "it; use a bidirectional body (minilm, a T5 or BART folder)")
         return cls(body.out_dim, spec.n_outputs, tuple(spec.spatial), body.output_grid(grid))
 
     def __init__(self, dim: int, n_outputs: int, spatial: tuple[int, ...],

@@ -1,10 +1,15 @@
 """Generate head (OFA): a text decoder writes the label's words, restricted to the label set.
 
     hidden (B, S, D) -> proj -> memory (B, S, Dd)       the body's output tokens
-    decoder: BERT with causal self-attention and cross-attention to the memory (the bert2bert
-             recipe of transformers' EncoderDecoderModel): self-attention, FFN, embeddings and
-             tokenizer warm-started from a pretrained text model (--text-body, MiniLM offline);
-             cross-attention and the LM head's transform are new.
+    decoder (models/decoders.py), with its own tokenizer:
+      bert     BERT with causal self-attention and cross-attention to the memory (the bert2bert
+               recipe of transformers' EncoderDecoderModel): self-attention, FFN, embeddings
+               and tokenizer warm-started from --text-body (MiniLM offline); cross-attention
+               (output projection zero at the start) and the LM head's transform are new. The
+               default for encoder bodies.
+      t5/bart  the pretrained decoder of a T5 or BART body (whose encoder is the body)
+      gpt2     a decoder-only body as a prefix LM: the model hands the input's tokens to
+               ``forward_prefix`` (``reads_input``) and the body reads them, then the answer
 
 Every label is teacher-forced once per sample (K sequences of at most L tokens, batched as
 B*K), and a prefix trie (``models/trie.py``) masks each step to the tokens that can still
@@ -30,6 +35,7 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError, DataError
+from ..decoders import Prefix, stored_bert_decoder, warm_bert_decoder
 from ..trie import LabelTrie
 from . import register_head
 
@@ -45,23 +51,31 @@ class GenerateHead(nn.Module):
             raise ConfigError("a generate head needs the label texts (fit --head generate)")
         if gen.get("decode") not in DECODES:
             raise ConfigError(f"unknown --decode {gen.get('decode')!r}; choose one of {', '.join(DECODES)}")
-        if gen.get("decoder_config") is None:  # a new model: warm start, tokenise the labels
-            decoder = warm_decoder(gen["text_body"])
-            gen.update(tokenise_labels(gen["text_body"], gen["labels"],
-                                       decoder.config.max_position_embeddings))
+        stored = gen.get("label_ids") is not None  # a stored model: its weights load next
+        decoder = body.answer_decoder(pretrained=not stored)  # the body's own, or None
+        if decoder is None and stored:
+            decoder = stored_bert_decoder(gen["decoder_config"])
+        elif decoder is None:  # the bert2bert warm start from --text-body
+            decoder = warm_bert_decoder(gen["text_body"])
             gen["decoder_config"] = decoder.config.to_dict()
-        else:  # a stored model: the architecture only, its weights load next
-            from transformers import BertConfig, BertLMHeadModel
-
-            decoder = BertLMHeadModel(BertConfig.from_dict(gen["decoder_config"]))
+        if not stored:  # a new model: tokenise the labels with the decoder's own tokenizer
+            source = gen["text_body"] if decoder.kind == "bert" else body.source
+            name = f"--text-body {gen['text_body']!r}" if decoder.kind == "bert" else f"--body {spec.body!r}"
+            answer = decoder.max_answer
+            if decoder.width is None:  # a prefix LM: the input's tokens come first
+                answer -= min(spec.max_tokens, body.max_tokens)
+            gen.update(tokenise_labels(source, name, gen["labels"], decoder, answer))
+        gen["decoder"] = decoder.kind
         trie = LabelTrie(gen["label_ids"], gen["start"], gen["end"], gen["pad"])
         return cls(body.out_dim, decoder, trie, gen["decode"])
 
     def __init__(self, dim: int, decoder: nn.Module, trie: LabelTrie, decode: str) -> None:
         super().__init__()
-        width = decoder.config.hidden_size
-        self.proj = nn.Linear(dim, width) if dim != width else nn.Identity()
-        self.decoder = decoder  # transformers BertLMHeadModel (is_decoder, add_cross_attention)
+        width = decoder.width
+        # a prefix LM reads the input itself (reads_input): no memory, no projection
+        self.reads_input = width is None
+        self.proj = nn.Linear(dim, width) if width is not None and dim != width else nn.Identity()
+        self.decoder = decoder  # models/decoders.py: bert, t5/bart or gpt2 (prefix LM)
         self.trie = trie
         self.decode = decode
         steps = torch.arange(trie.inputs.shape[1])
@@ -76,26 +90,25 @@ class GenerateHead(nn.Module):
         self.register_buffer("lengths", trie.lengths.float(), persistent=False)  # (K,)
 
     def pretrained_parameters(self) -> list[nn.Parameter]:
-        """The decoder's warm-started weights train at the body's rate; cross-attention and the
-        LM head's transform and bias are new (head rate)."""
-        return [p for n, p in self.decoder.named_parameters()
-                if "crossattention" not in n and not n.startswith("cls.")]
+        """The decoder's pretrained weights train at the body's rate; the new parts (a BERT
+        decoder's cross-attention and LM transform, the projection) at the head rate."""
+        return self.decoder.pretrained_parameters()
 
     # ------------------------------------------------------------------ teacher forcing
-    def label_logp(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Memory (B, S, Dd) -> per-step log-probs (B, K, L) of each label's own next token and
-        mean log-prob over the allowed tokens (B, K, L), both renormalised over the trie's
-        allowed tokens and zero past the label's end."""
-        b, k = memory.shape[0], self.inputs.shape[0]
-        mask = self.step_mask.long()
-        h = self.decoder.bert(input_ids=self.inputs.repeat(b, 1), attention_mask=mask.repeat(b, 1),
-                              encoder_hidden_states=memory.repeat_interleave(k, 0)
-                              ).last_hidden_state  # (B*K, L, Dd)
-        lm = self.decoder.cls.predictions
-        h = lm.transform(h).view(b, k, *h.shape[1:])  # (B, K, L, Dd)
+    def label_logp(self, memory) -> tuple[torch.Tensor, torch.Tensor]:
+        """Memory (B, S, Dd) (a prefix LM: ``Prefix``) -> per-step log-probs (B, K, L) of each
+        label's own next token and mean log-prob over the allowed tokens (B, K, L), both
+        renormalised over the trie's allowed tokens and zero past the label's end."""
+        b = (memory.tokens if isinstance(memory, Prefix) else memory).shape[0]
+        k = self.inputs.shape[0]
+        mask = None if self.reads_input else self.step_mask.long().repeat(b, 1)
+        h = self.decoder.states(self.inputs.repeat(b, 1), mask, memory, k)  # (B*K, L, Dd)
+        h = h.view(b, k, *h.shape[1:])  # (B, K, L, Dd)
         # logits of the allowed tokens only: no (B*K, L, vocab) matrix
-        w, bias = lm.decoder.weight[self.kids], lm.decoder.bias[self.kids]  # (K, L, M, Dd)
-        logits = torch.einsum("bkld,klmd->bklm", h, w) + bias  # (B, K, L, M)
+        w, bias = self.decoder.rows(self.kids, memory)  # (K, L, M, Dd), (K, L, M) | None
+        logits = torch.einsum("bkld,klmd->bklm", h, w)  # (B, K, L, M)
+        if bias is not None:
+            logits = logits + bias
         logp = logits.float().masked_fill(~self.allowed, float("-inf")).log_softmax(-1)
         steps = self.step_mask.to(logp.dtype)
         own = logp.gather(-1, self.position[None, ..., None].expand(b, -1, -1, 1)).squeeze(-1)
@@ -103,8 +116,15 @@ class GenerateHead(nn.Module):
         return own * steps, mean * steps
 
     def forward(self, hidden: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
-        """(B, S, D) -> (B, K, 4): see the module docstring."""
-        memory = self.proj(hidden)  # (B, S, Dd)
+        """(B, S, D) body states -> (B, K, 4): see the module docstring."""
+        return self.outputs(self.proj(hidden))  # memory (B, S, Dd)
+
+    def forward_prefix(self, body: nn.Module, tokens: torch.Tensor, grid: tuple[int, ...]
+                       ) -> torch.Tensor:
+        """A prefix LM (``reads_input``): the input's tokens (B, S, D) -> (B, K, 4)."""
+        return self.outputs(Prefix(body, tokens))
+
+    def outputs(self, memory) -> torch.Tensor:
         own, mean = self.label_logp(memory)  # (B, K, L) each
         score = own.sum(-1)  # (B, K)
         pick = torch.zeros_like(score)
@@ -114,7 +134,7 @@ class GenerateHead(nn.Module):
 
     # ------------------------------------------------------------------ decoding
     @torch.no_grad()
-    def answer(self, memory: torch.Tensor, own: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+    def answer(self, memory, own: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
         """One-hot (B, K) of the decoded label; an all-zero row is an invalid free answer."""
         if self.decode == "score":
             label = score.argmax(1)
@@ -128,50 +148,29 @@ class GenerateHead(nn.Module):
         return out
 
     @torch.no_grad()
-    def generate_free(self, memory: torch.Tensor) -> torch.Tensor:
+    def generate_free(self, memory) -> torch.Tensor:
         """Unconstrained greedy decoding: (B, L) token ids, as many steps as the longest label
         needs (a longer answer is invalid anyway)."""
-        b = memory.shape[0]
-        seq = torch.full((b, 1), self.trie.start, dtype=torch.long, device=memory.device)
+        b = (memory.tokens if isinstance(memory, Prefix) else memory).shape[0]
+        device = self.inputs.device
+        w, bias = self.decoder.rows(None, memory)  # (V, Dd), (V,) | None
+        seq = torch.full((b, 1), self.trie.start, dtype=torch.long, device=device)
         for _ in range(self.inputs.shape[1]):
-            logits = self.decoder(input_ids=seq, encoder_hidden_states=memory).logits[:, -1]  # (B, V)
+            h = self.decoder.states(seq, None, memory, 1)[:, -1]  # (B, Dd)
+            logits = h @ w.T + (0.0 if bias is None else bias)  # (B, V)
             seq = torch.cat([seq, logits.argmax(-1, keepdim=True)], 1)
         return seq[:, 1:]
 
 
-def warm_decoder(text_body: str) -> nn.Module:
-    """A BERT decoder with cross-attention, its self-attention, FFN and embeddings loaded from
-    the pretrained text model ``text_body`` (loaded through the one text-encoder path)."""
-    from transformers import BertConfig, BertLMHeadModel
-
-    from ..text_tower import load_text_encoder
-
-    encoder = load_text_encoder(text_body).model
-    if encoder.config.model_type != "bert":
-        raise ConfigError(f"--head generate warm-starts its decoder from a BERT-type text model; "
-                          f"--text-body {text_body!r} is {encoder.config.model_type!r} (use minilm "
-                          "or a BERT model folder)")
-    config = BertConfig.from_dict({**encoder.config.to_dict(), "is_decoder": True,
-                                   "add_cross_attention": True})
-    decoder = BertLMHeadModel(config)
-    missing, unexpected = decoder.bert.load_state_dict(encoder.state_dict(), strict=False)
-    new = [k for k in missing if "crossattention" not in k]
-    if unexpected or new:
-        raise ConfigError(f"--text-body {text_body!r}: its weights do not fit a BERT decoder "
-                          f"({(unexpected or new)[0]}); use minilm or a BERT model folder")
-    return decoder
-
-
-def tokenise_labels(text_body: str, texts: list[str], max_positions: int) -> dict[str, Any]:
-    """Token ids of every label text (no special tokens) and the start/end/pad ids."""
+def tokenise_labels(source: str, name: str, texts: list[str], decoder: nn.Module,
+                    max_positions: int) -> dict[str, Any]:
+    """Token ids of every label text (no special tokens) and the start/end/pad ids, with the
+    tokenizer of the model folder or hub id ``source`` (``name``: the option that gave it)."""
     from ..bodies.hf import resolve_body_path
     from ..text_tower import load_tokenizer
 
-    tok = load_tokenizer(resolve_body_path(text_body))
-    start = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
-    end = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
-    if start is None or end is None:
-        raise ConfigError(f"the tokenizer of --text-body {text_body!r} has no start/end tokens")
+    tok = load_tokenizer(resolve_body_path(source))
+    start, end, pad = decoder.special_ids(tok, name)
     ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     for text, i in zip(texts, ids):
         if not i:
@@ -186,5 +185,4 @@ def tokenise_labels(text_body: str, texts: list[str], max_positions: int) -> dic
             raise DataError(f"the label texts {seen[tuple(i)]!r} and {text!r} tokenise to the same "
                             "tokens; give every label its own words (--label-texts)")
         seen[tuple(i)] = text
-    pad = tok.pad_token_id if tok.pad_token_id is not None else end
     return {"label_ids": ids, "start": int(start), "end": int(end), "pad": int(pad)}
