@@ -32,7 +32,7 @@ from ..models.tuning import apply_tuning, count_parameters
 from .folder import RunFolder
 from .run import Run
 
-VALIDATION = "mean over tasks of each task's validation scores (each task counts the same)"
+VALIDATION = "mean over tasks of each task's scores (each task counts the same)"
 ADD_TUNE = ("embedder", "full")
 
 
