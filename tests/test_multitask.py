@@ -77,7 +77,8 @@ def test_two_tasks_train_and_report_per_task_scores(fitted):
     m = run.model
     assert m.heads["waves"].decoder is m.heads["fields"].decoder
     assert m.heads["waves"].proj is m.heads["fields"].proj
-    assert s["tasks"]["fields"]["added_params"] == sum(p.numel() for p in m.embedders["fields"].parameters())
+    own = sum(p.numel() for p in m.embedders["fields"].parameters())
+    assert s["tasks"]["fields"]["added_params"] == own
     # each task answers within its own label set
     xb = blobs()[0][:10]
     assert set(run.predict(xb, task_name="fields")) <= {0, 1}
@@ -111,7 +112,8 @@ def test_save_load_and_cli_predict_with_task_name(fitted, files, tmp_path):
                  "--out", str(tmp_path / "p.csv")]) == 0
     import pandas as pd
 
-    assert pd.read_csv(tmp_path / "p.csv")["prediction"].tolist() == run.predict(xb, task_name="fields").tolist()
+    written = pd.read_csv(tmp_path / "p.csv")["prediction"].tolist()
+    assert written == run.predict(xb, task_name="fields").tolist()
     assert main(["evaluate", str(out), "--data", str(files / "waves.npz"), "--task-name", "waves"]) == 0
     from safetensors import safe_open
 
@@ -163,6 +165,7 @@ def test_cli_fit_with_repeated_data_and_add_task(tiny_bodies, files, tmp_path):
                  "--head", "generate", *common, "--out", str(tmp_path / "run")]) == 0
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert list(s["tasks"]) == ["waves", "blobs"]
+    assert main(["fit", "--resume", str(tmp_path / "run")]) == 2  # refused: one line
     x3, y3 = blobs(20, seed=3, channels=1)
     np.savez(tmp_path / "third.npz", x=x3, y=y3)
     assert main(["fit", "--from", str(tmp_path / "run"), "--data", str(tmp_path / "third.npz"),

@@ -99,7 +99,8 @@ class MultiTaskStage(Stage):
         return {"loss": f"{end.record['train_loss']:.3f}", "accuracy": f"{end.scores['accuracy']:.3f}"}
 
 
-def split_scores(scores: dict[str, float] | None) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+def split_scores(scores: dict[str, float] | None
+                 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """The stage's flat scores -> (means without the loss, per task without the loss)."""
     mean: dict[str, float] = {}
     per: dict[str, dict[str, float]] = {}

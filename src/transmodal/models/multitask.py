@@ -45,7 +45,8 @@ class MultiTaskModel(nn.Module):
         self.embedders = nn.ModuleDict(embedders)
         self.heads = nn.ModuleDict(heads)  # GenerateHeads sharing one decoder and projection
         self.spec = spec  # the shared part: body, decoder config, decode mode
-        self.tasks = {t["name"]: t for t in tasks}  # name, instruction(_ids), in_channels, spatial, generate
+        # per task: name, instruction(_ids), in_channels, spatial, generate (labels, their ids)
+        self.tasks = {t["name"]: t for t in tasks}
 
     @property
     def head(self) -> nn.Module:
@@ -153,7 +154,8 @@ def build_multitask(spec: ModelSpec, tasks: list[dict[str, Any]], rebuild: bool 
     if rebuild:
         body = rebuild_body(spec)
     else:
-        body = load_body(spec.body, pretrained=spec.pretrained, attention_dropout=spec.attention_dropout)
+        body = load_body(spec.body, pretrained=spec.pretrained,
+                         attention_dropout=spec.attention_dropout)
         spec.body_kind = body.family
         spec.body_config = body.stored_config()
     word_embeddings(body)  # a text body, or one clear error

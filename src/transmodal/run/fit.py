@@ -59,6 +59,10 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
 
     options, task_arrays = task_arrays_out_of(options)
     if resume is not None:
+        stored = Path(resume) / "config.yaml"
+        if stored.is_file() and read_yaml_config(stored).get("tasks"):
+            raise ConfigError(f"--resume {resume}: runs fitted on several tasks cannot be resumed "
+                              "yet; start the run again with --overwrite")
         cfg, ckpt = resume_config(resume, data, out, config, overwrite, options)
         out = resume
     else:

@@ -47,7 +47,8 @@ def task_arrays_out_of(options: dict[str, Any]) -> tuple[dict[str, Any], dict[in
         entry = dict(entry) if isinstance(entry, dict) else entry
         if isinstance(entry, dict):
             data, test = entry.get("data"), entry.get("test_data")
-            if not isinstance(data, (str, Path, type(None))) or not isinstance(test, (str, Path, type(None))):
+            paths = (str, Path, type(None))
+            if not isinstance(data, paths) or not isinstance(test, paths):
                 arrays[i] = (None if isinstance(data, (str, Path)) else data,
                              None if isinstance(test, (str, Path)) else test)
                 entry["data"] = str(data) if isinstance(data, (str, Path)) else "arrays"
@@ -303,7 +304,8 @@ class MultiTaskRun:
             summary["notes"] = [*summary.get("notes", []), f"task {name!r} was added with "
                                 "tune='full': the other tasks' scores are from before it"]
         trainable, _ = count_parameters(model)
-        summary.update({"metrics": mean_metrics(summary["tasks"]), "data": [t["data"] for t in cfg.tasks],
+        summary.update({"metrics": mean_metrics(summary["tasks"]),
+                        "data": [t["data"] for t in cfg.tasks],
                         "added_task": {"name": name, "tune": tune, "trainable_params": trainable,
                                        "best_epoch": state.best_epoch, "epochs_run": state.epoch,
                                        "seconds": time.perf_counter() - t_start},
