@@ -240,3 +240,16 @@ def test_bad_task_lists(case, tiny_bodies, files, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and match.split("'")[0] in err[0]
     assert not (tmp_path / "cli").exists()
+
+
+def test_bench_multitask_prints_its_table(tiny_bodies, files, tmp_path, capsys):
+    bert = tiny_bodies["bert"]
+    assert main(["bench", "multitask", "--sets", f"{files / 'waves.npz'},{files / 'blobs.npz'}",
+                 "--epochs", "1", "--body", bert, "--text-body", bert, "--batch-size", "8",
+                 "--max-tokens", "16", "--out", str(tmp_path / "bench")]) == 0
+    text = capsys.readouterr().out
+    assert "| waves |" in text and "| blobs |" in text and "all: wall time" in text
+    result = json.loads((tmp_path / "bench" / "results.json").read_text())
+    for row in result["rows"]:
+        assert 0 <= row["free_invalid"] <= 1 and row["multi_invalid"] == 0.0
+        assert row["multi_added_params"] < row["linear_params"]

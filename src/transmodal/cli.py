@@ -640,7 +640,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 # benchmark name -> module in transmodal.bench with a main(argv) -> int | None
 BENCHMARKS = {"suite": "suite", "align": "align_speed", "tune": "tune", "ablate": "ablate",
               "precision": "precision", "zeroshot": "zeroshot", "defaults": "defaults",
-              "memory": "memory", "predict": "predict_speed"}
+              "memory": "memory", "predict": "predict_speed", "multitask": "multitask"}
 BENCHMARK_HELP = {
     "suite": "every method vs MiniRocket, linear and 1-NN baselines (full: ~40-90 min; "
              "--quick: minutes; --readme PATH writes the table into a README)",
@@ -650,6 +650,7 @@ BENCHMARK_HELP = {
     "precision": "fp32 vs bf16 train steps on this machine",
     "zeroshot": "contrastive runs: zero-shot on unseen word combinations, retrieval, k-shot probes",
     "predict": "prediction throughput: Run.predict_proba and transmodal's loop vs a bare torch loop",
+    "multitask": "one --head generate model on several sets vs one linear model per set, same budget",
     "defaults": "fit at its defaults (+ --fit OPTION=VALUE) on the development sets, per seed",
     "memory": "peak RSS of fit on a data folder several times larger than it, streamed from disk",
 }
