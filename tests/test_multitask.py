@@ -194,6 +194,17 @@ def test_unknown_or_missing_task_name(fitted, files, tmp_path, capsys):
         assert len(err) == 1 and err[0].startswith("error:")
 
 
+def test_single_task_commands_on_a_multi_task_run(fitted, files, capsys):
+    run, out = fitted
+    with pytest.raises(ConfigError, match="zero_shot is not available for a run fitted on several"):
+        run.zero_shot(blobs()[0], ["dark", "bright"])
+    for argv in (["report", str(out)],
+                 ["zeroshot", str(out), "--data", str(files / "blobs.npz"), "--labels", "a,b"]):
+        capsys.readouterr()
+        assert main(argv) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
 def test_task_name_on_a_single_task_run(tiny_bodies, files, tmp_path):
     bert = tiny_bodies["bert"]
     transmodal.fit(str(files / "blobs.npz"), out=tmp_path / "one", body=bert, epochs=1,

@@ -210,6 +210,14 @@ class MultiTaskRun:
     def task_names(self) -> list[str]:
         return self.model.task_names
 
+    def __getattr__(self, name: str) -> Any:
+        """What a single-task ``Run`` has and this one lacks (zero-shot, merge, ...): one clear
+        error instead of an AttributeError."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise ConfigError(f"{name} is not available for a run fitted on several tasks; it "
+                          "predicts, scores and adds tasks (task_name=NAME, --task-name NAME)")
+
     def task_run(self, task_name: str | None) -> Run:
         """The run of one task: a plain :class:`Run` over the shared model (its own
         preprocessing and labels), so every single-task prediction path works unchanged."""
