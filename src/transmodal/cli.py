@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("fit", help="fit a model and write a run folder", allow_abbrev=False)
-    f.add_argument("--data", help=_describe("data"))
+    f.add_argument("--data", action="append", help=_describe("data") + "; repeat it for one "
+                   "model on several tasks (--head generate)")
     f.add_argument("--config", help="YAML file with any fit option; the command line overrides it")
     f.add_argument("--out", help="run folder (default runs/<data>-<time>)")
     f.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "last checkpoint, with its own config.yaml")
     f.add_argument("--merge", action="store_true", help="--tune lora: also write RUN/model_merged, "
                    "the adapters folded into the base weights (a plain model for inference)")
+    f.add_argument("--from", dest="from_run", metavar="RUN", help="add a task to a fitted "
+                   "multi-task run (no new head: an embedder and a label trie), trained on --data "
+                   "(or the one entry of --tasks); writes a new run folder (--out)")
     _add_fit_options(f)
 
     _add_search_parser(sub)
@@ -90,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="run folder")
     e.add_argument("--data", required=True, help="labelled data; its test split if it has one")
     _add_table_options(e)
+    _add_task_name(e)
 
     pr = sub.add_parser("predict", help="predict with a finished run", allow_abbrev=False)
     pr.add_argument("run", help="run folder")
@@ -100,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="predictions file: .npy or .csv")
     _add_table_options(pr)
     pr.add_argument("--proba", action="store_true", help="class probabilities instead of labels")
+    _add_task_name(pr)
 
     z = sub.add_parser("zeroshot", help="classify among label words never trained on "
                        "(runs fitted with --objective contrastive)", allow_abbrev=False)
@@ -147,6 +153,22 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark")
     b.set_defaults(bench_parser=b)
     return p
+
+
+def _add_task_name(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task-name", help="a run fitted on several tasks: the task to answer "
+                        "(--task stays the task type)")
+
+
+def _one_task(run: Any, name: str | None) -> Any:
+    """The run that answers task ``name`` of a multi-task run (a single-task run: itself)."""
+    from .errors import ConfigError
+
+    if hasattr(run, "task_run"):
+        return run.task_run(name)  # no name or an unknown one: one clear error
+    if name is not None:
+        raise ConfigError(f"--task-name {name}: this run was fitted on one task; drop --task-name")
+    return run
 
 
 def _add_table_options(parser: argparse.ArgumentParser) -> None:
@@ -218,20 +240,69 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from .run.fit import fit, read_yaml_config
 
     options = {name: getattr(args, name) for name in fit_option_names()}
+    datas = args.data or []
+    if args.from_run:
+        return _add_task(args, options, datas)
     if args.resume:  # the run's own config.yaml; fit refuses options that differ from it
-        run = fit(args.data, resume=args.resume, out=args.out, config=args.config,
-                  overwrite=args.overwrite, progress=not args.quiet, merge=args.merge, **options)
+        run = fit(datas[0] if len(datas) == 1 else None, resume=args.resume, out=args.out,
+                  config=args.config, overwrite=args.overwrite, progress=not args.quiet,
+                  merge=args.merge, **options)
         _print_summary(run.summary, args.resume)
         return 0
     base = read_yaml_config(Path(args.config)) if args.config else {}
-    data = args.data or base.get("data")
-    if not data:
+    if len(datas) > 1:  # one model, many tasks: each --data is one task
+        if options.get("tasks") or base.get("tasks"):
+            from .errors import ConfigError
+
+            raise ConfigError("give the tasks with --data A --data B or with a task list "
+                              "(--tasks FILE, tasks: in --config), not both")
+        options["tasks"] = list(datas)
+    data = datas[0] if len(datas) == 1 else base.get("data")
+    if not data and not (options.get("tasks") or base.get("tasks")):
         raise DataError("no data: pass --data (x.npz, x.csv, ucr:NAME or folder:PATH) or set data: in --config")
-    out = args.out or _default_out(str(data))
+    out = args.out or _default_out(str(data or "multitask"))
     run = fit(data, out=out, config=base, overwrite=args.overwrite, progress=not args.quiet,
               merge=args.merge, **options)
     if getattr(getattr(run, "_accelerator", None), "is_main_process", True):  # one report per launch
         _print_summary(run.summary, out)
+    return 0
+
+
+def _add_task(args: argparse.Namespace, options: dict[str, Any], datas: list[str]) -> int:
+    """``fit --from RUN --data C``: a new run folder whose model also serves task C."""
+    from .data.task_list import read_task_list
+    from .errors import ConfigError
+    from .run import load
+
+    run = load(args.from_run)
+    if not hasattr(run, "add_task"):
+        raise ConfigError(f"--from {args.from_run}: a task is added to a run fitted on several "
+                          "tasks (--head generate with a task list); this run has one task")
+    given = [k for k, v in options.items() if v is not None
+             and k not in ("tasks", "label_texts", "epochs", "test_data")]
+    if given or args.resume or args.config or args.merge:
+        flag = given[0].replace("_", "-") if given else "resume/config/merge"
+        raise ConfigError(f"--from RUN keeps the run's options; --{flag} does not apply (only "
+                          "--data, --tasks with one entry, --label-texts, --test-data, --epochs, "
+                          "--out, --overwrite, --quiet)")
+    if options.get("tasks"):
+        entries = read_task_list(options["tasks"])
+        if len(entries) != 1 or datas:
+            raise ConfigError("--from RUN adds one task: give --data C, or --tasks FILE with one entry")
+        entry = entries[0] if isinstance(entries[0], dict) else {"data": entries[0]}
+    elif len(datas) == 1:
+        entry = {"data": datas[0], "label_texts": options.get("label_texts"),
+                 "test_data": options.get("test_data")}
+    else:
+        raise ConfigError("--from RUN adds one task: give its data with one --data C")
+    from .data.task_list import resolve_task_list
+
+    entry = resolve_task_list([entry])[0]
+    out = args.out or _default_out(f"{entry['name']}-added")
+    new = run.add_task(entry["name"], entry["data"], entry["instruction"], entry["label_texts"],
+                       test_data=entry["test_data"], epochs=options.get("epochs"), out=out,
+                       overwrite=args.overwrite, progress=not args.quiet)
+    _print_summary(new.summary, out)
     return 0
 
 
@@ -294,6 +365,12 @@ def _print_summary(summary: dict[str, Any], out: str) -> None:
         print("validation: " + _fmt(m.get("val", {})))
     if "test" in m:
         print("test:       " + _fmt(m["test"]))
+    if summary.get("tasks"):  # several tasks: the lines above are means over tasks
+        print(f"(validation and test above: the {summary['validation']})")
+        for name, row in summary["tasks"].items():
+            test = f"   test {_fmt(row['test'])}" if row.get("test") else ""
+            print(f"  {name}: validation {_fmt(row.get('val', {}))}{test}   "
+                  f"(+{row['added_params']:,} parameters)")
     for part, scores in (summary.get("components_test") or {}).items():
         if not part.startswith("member_"):
             print(f"  test, {part} alone: " + _fmt(scores))
@@ -316,7 +393,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .run import load
 
-    run = load(args.run)
+    run = _one_task(load(args.run), args.task_name)
     if run.preprocessor.target.view == "retrieval":  # a caption per sample: scored on captions
         ds = load_dataset(args.data, label_column=args.label_column or run.config.label_column,
                           text_column=run.config.text_column if _is_csv(args.data) else None)
@@ -346,7 +423,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from .run import load
 
-    run = load(args.run)
+    run = _one_task(load(args.run), args.task_name)
     x, ids = load_inputs(args, run)
     pred = run.predict_proba(x) if args.proba else run.predict(x)
     out = Path(args.out)
@@ -563,7 +640,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 # benchmark name -> module in transmodal.bench with a main(argv) -> int | None
 BENCHMARKS = {"suite": "suite", "align": "align_speed", "tune": "tune", "ablate": "ablate",
               "precision": "precision", "zeroshot": "zeroshot", "defaults": "defaults",
-              "memory": "memory", "predict": "predict_speed"}
+              "memory": "memory", "predict": "predict_speed", "multitask": "multitask"}
 BENCHMARK_HELP = {
     "suite": "every method vs MiniRocket, linear and 1-NN baselines (full: ~40-90 min; "
              "--quick: minutes; --readme PATH writes the table into a README)",
@@ -573,6 +650,7 @@ BENCHMARK_HELP = {
     "precision": "fp32 vs bf16 train steps on this machine",
     "zeroshot": "contrastive runs: zero-shot on unseen word combinations, retrieval, k-shot probes",
     "predict": "prediction throughput: Run.predict_proba and transmodal's loop vs a bare torch loop",
+    "multitask": "one --head generate model on several sets vs one linear model per set, same budget",
     "defaults": "fit at its defaults (+ --fit OPTION=VALUE) on the development sets, per seed",
     "memory": "peak RSS of fit on a data folder several times larger than it, streamed from disk",
 }

@@ -171,6 +171,11 @@ class FitConfig:
                                      "(for codes like 0/1); default the labels themselves")
     label_smoothing: float = option(0.0, "generate: label smoothing of the decoder's loss, spread "
                                     "over the tokens the label trie allows")
+    # one model, many tasks (issue 12 part 4): README "Labels as text"
+    tasks: str | list[Any] | None = option(None, "generate: several classification tasks in one "
+                                           "model: a YAML file listing per task data, name, "
+                                           "instruction, label_texts, test_data (also `tasks:` "
+                                           "in --config, or --data A --data B)", group="data")
     # fast: under a second on data of the bench's size; MiniRocket takes seconds (and aeon)
     baselines: str = option("fast", "cheap baselines scored on the test split beside the model "
                             "(summary.json): fast = linear + 1-NN, all = also MiniRocket "
@@ -197,6 +202,7 @@ class FitConfig:
         _choice("head_norm", self.head_norm, HEAD_NORM_CHOICES)
         self._check_text_options()
         self._check_member_options()
+        self._check_task_list()
         self._check_head_options()
         _choice("baselines", self.baselines, BASELINE_CHOICES)
         columns = [(f, n) for f, n in (("--label-column", self.label_column), ("--id-column",
@@ -283,6 +289,31 @@ class FitConfig:
         if several and self.head != "linear":
             raise ConfigError(f"--folds, --ensemble and --method auto average class probabilities "
                               f"of linear heads; --head {self.head} is not supported with them yet")
+
+    def _check_task_list(self) -> None:
+        """Several tasks in one model (OFA): each answer is written as text by one shared
+        decoder, so only classification with --head generate can share a model."""
+        if self.tasks is None:
+            return
+        from .data.task_list import resolve_task_list
+
+        self.tasks = resolve_task_list(self.tasks)  # resolved once: config.yaml records it
+        if self.head != "generate":
+            raise ConfigError(f"several tasks in one model need --head generate (each label is "
+                              f"written as text by one shared decoder); --head {self.head} has one "
+                              "output per class of one task")
+        if self.task not in ("auto", "classification"):
+            raise ConfigError(f"several tasks in one model are classification tasks; --task "
+                              f"{self.task} does not apply (drop --task)")
+        given = [flag for flag, name in (("--data", "data"), ("--test-data", "test_data"),
+                                         ("--label-texts", "label_texts")) if getattr(self, name)]
+        if given:
+            raise ConfigError(f"{given[0]} with a task list: give each task its data, test_data "
+                              "and label_texts inside the list (or --data A --data B)")
+        if self.align != "none" or self.tune == "lora":
+            flag = f"--align {self.align}" if self.align != "none" else "--tune lora"
+            raise ConfigError(f"{flag} is not supported for several tasks in one model yet; "
+                              "drop it")
 
     def _check_head_options(self) -> None:
         _choice("head", self.head, HEAD_CHOICES)

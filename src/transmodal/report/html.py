@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..run.folder import RunFolder
 from .plots import plot_learning_curves, pyplot
 
@@ -47,6 +47,9 @@ def write_report(run_dir: str | Path, data: Any = None, *, run: Any = None,
         from ..run import load
 
         run = load(folder.path)
+    if hasattr(run, "task_run"):  # several tasks: their scores are in summary.json
+        raise ConfigError("the HTML report covers runs of one task; a run fitted on several tasks "
+                          "has its per-task scores in summary.json (report not built for it yet)")
     split, y_true, y_pred = _predictions(run, config, data, label_column, fitted_on)
     curves = folder.report_dir / "learning_curves.png"
     if not curves.exists():  # e.g. a run folder written before reports existed

@@ -55,11 +55,23 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     t_start = time.perf_counter()
     ckpt = None
     options, test_arrays = _test_arrays_out_of(options)
+    from .multitask import fit_multitask, task_arrays_out_of
+
+    options, task_arrays = task_arrays_out_of(options)
     if resume is not None:
+        stored = Path(resume) / "config.yaml"
+        if stored.is_file() and read_yaml_config(stored).get("tasks"):
+            raise ConfigError(f"--resume {resume}: runs fitted on several tasks cannot be resumed "
+                              "yet; start the run again with --overwrite")
         cfg, ckpt = resume_config(resume, data, out, config, overwrite, options)
         out = resume
     else:
         cfg = resolve_config(config, data if isinstance(data, (str, Path)) else None, options)
+    if cfg.tasks:  # one model, many tasks (OFA): its own data handling and stage
+        if data is not None or merge or sample_weight is not None:
+            raise ConfigError("with a task list, give each task its data in the list; data=, "
+                              "merge and sample_weight apply to one task")
+        return fit_multitask(cfg, task_arrays, out, overwrite, progress, callbacks)
     if merge and (cfg.tune != "lora" or out is None):
         raise ConfigError("--merge writes RUN/model_merged for --tune lora runs: it needs "
                           "--tune lora and a run folder (out=...); or call Run.merge()")

@@ -294,7 +294,14 @@ def _check_texts(texts: Any, what: str, unique: bool = False) -> list[str]:
 
 def load(run_dir: str | Path) -> Run:
     """Load a finished run folder (safetensors + JSON; nothing is unpickled), or a model folder
-    such as ``RUN/model_merged`` (its summary is then empty)."""
+    such as ``RUN/model_merged`` (its summary is then empty). A run fitted on several tasks
+    loads as a ``MultiTaskRun`` (predictions then name their task)."""
+    from ..models.multitask import is_multitask_folder
+
+    if is_multitask_folder(Path(run_dir)) or is_multitask_folder(RunFolder(Path(run_dir)).model_dir):
+        from .multitask import load_multitask_run
+
+        return load_multitask_run(Path(run_dir))
     if (Path(run_dir) / "model.json").is_file():  # a model folder: it carries its preprocessing
         model, meta = load_model(Path(run_dir))
         return Run(model, Preprocessor.from_dict(meta["preprocessor"]),
