@@ -127,7 +127,7 @@ def add_task_modules(model: MultiTaskModel, task: dict[str, Any], shared: nn.Mod
     """Build task ``task``'s embedder and its head over the shared decoder (``shared``: the
     head whose decoder and projection to share; None: the model's first head). Its labels are
     tokenised here when new; a stored task brings its ids."""
-    from .heads.generate import GenerateHead, tokenise_labels
+    from .heads.generate import GenerateHead, label_tokens
     from .trie import LabelTrie
 
     spec = _task_spec(model.spec, task)
@@ -136,8 +136,7 @@ def add_task_modules(model: MultiTaskModel, task: dict[str, Any], shared: nn.Mod
     shared = shared if shared is not None else next(iter(model.heads.values()))
     gen = task["generate"]
     if "label_ids" not in gen:  # a new task: its labels in the decoder's vocabulary
-        gen.update(tokenise_labels(model.spec.generate["text_body"], gen["labels"],
-                                   shared.decoder.config.max_position_embeddings))
+        gen.update(label_tokens({**model.spec.generate, **gen}, shared.decoder, model.body, spec))
     trie = LabelTrie(gen["label_ids"], gen["start"], gen["end"], gen["pad"])
     head = GenerateHead(model.body.out_dim, shared.decoder, trie, model.spec.generate["decode"])
     head.proj = shared.proj  # one memory projection for every task
@@ -165,7 +164,7 @@ def build_multitask(spec: ModelSpec, tasks: list[dict[str, Any]], rebuild: bool 
     head = build_head("generate", body, embedder.grid, first_spec)  # warm start (or the stored config)
     gen = first_spec.generate
     first["generate"].update({k: gen[k] for k in ("label_ids", "start", "end", "pad")})
-    spec.generate = {k: gen[k] for k in ("text_body", "decode", "decoder_config")}
+    spec.generate = {k: gen[k] for k in ("text_body", "decode", "decoder_config", "decoder") if k in gen}
     model = MultiTaskModel(body, {first["name"]: embedder}, {first["name"]: head}, spec, [])
     model.tasks[first["name"]] = first
     _check_tokens(body, first, embedder)

@@ -59,12 +59,7 @@ class GenerateHead(nn.Module):
             decoder = warm_bert_decoder(gen["text_body"])
             gen["decoder_config"] = decoder.config.to_dict()
         if not stored:  # a new model: tokenise the labels with the decoder's own tokenizer
-            source = gen["text_body"] if decoder.kind == "bert" else body.source
-            name = f"--text-body {gen['text_body']!r}" if decoder.kind == "bert" else f"--body {spec.body!r}"
-            answer = decoder.max_answer
-            if decoder.width is None:  # a prefix LM: the input's tokens come first
-                answer -= min(spec.max_tokens, body.max_tokens)
-            gen.update(tokenise_labels(source, name, gen["labels"], decoder, answer))
+            gen.update(label_tokens(gen, decoder, body, spec))
         gen["decoder"] = decoder.kind
         trie = LabelTrie(gen["label_ids"], gen["start"], gen["end"], gen["pad"])
         return cls(body.out_dim, decoder, trie, gen["decode"])
@@ -160,6 +155,18 @@ class GenerateHead(nn.Module):
             logits = h @ w.T + (0.0 if bias is None else bias)  # (B, V)
             seq = torch.cat([seq, logits.argmax(-1, keepdim=True)], 1)
         return seq[:, 1:]
+
+
+def label_tokens(gen: dict[str, Any], decoder: nn.Module, body: Any, spec: Any) -> dict[str, Any]:
+    """``tokenise_labels`` with the tokenizer that goes with ``decoder`` (the --text-body's for a
+    BERT decoder, else the body's own) and the room left for an answer."""
+    bert = decoder.kind == "bert"
+    source = gen["text_body"] if bert else body.source
+    name = f"--text-body {gen['text_body']!r}" if bert else f"--body {spec.body!r}"
+    answer = decoder.max_answer
+    if decoder.width is None:  # a prefix LM: the input's tokens come first
+        answer -= min(spec.max_tokens, body.max_tokens)
+    return tokenise_labels(source, name, gen["labels"], decoder, answer)
 
 
 def tokenise_labels(source: str, name: str, texts: list[str], decoder: nn.Module,
