@@ -171,7 +171,10 @@ def _profiled_call(rec: _Recorder, spec: dict[str, Any], n: int, m: int, dim: in
     def call(xt: Any, yt: Any) -> tuple[float, float]:
         x = xt.clone().requires_grad_(True)
         t0 = time.perf_counter()
-        value = src.distance(x, yt) if src is not None else _otdd.otdd(xs, ys, x, yt, reg=spec["reg"])
+        if src is not None:
+            value = src.distance(x, yt)
+        else:
+            value = _otdd.otdd(xs, ys, x, yt, reg=spec["reg"])
         t1 = time.perf_counter()
         value.backward()
         return t1 - t0, time.perf_counter() - t1
@@ -208,7 +211,8 @@ def profile_cell(spec: dict[str, Any]) -> dict[str, Any]:
                 + rec.label_flops / (rates["gemm64_gflops"] * 1e9))
     floor_eig = sum(count * t_eig.get(kind, rates["eigh_f64_s"]) for kind, count in rec.eig.items())
     return {"fwd_s": fwd, "bwd_s": bwd, "phases": dict(rec.phases), "eig": dict(rec.eig),
-            "mm_gflop": rec.mm_flops / 1e9, "label_gflop": rec.label_flops / 1e9, "iters": rec.iters, "rates": rates,
+            "mm_gflop": rec.mm_flops / 1e9, "label_gflop": rec.label_flops / 1e9,
+            "iters": rec.iters, "rates": rates,
             "floor_mm_s": floor_mm, "floor_eig_s": floor_eig,
             "load": round(os.getloadavg()[0], 1), "threads": used}
 

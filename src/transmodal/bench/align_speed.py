@@ -15,7 +15,10 @@ autograd through the iterations; the debiased loss is three ``sinkhorn2`` calls.
 for the reference OTDD library (microsoft/otdd), which is not installable here (not on PyPI).
 
 Exact POT (:func:`pot_exact`, the accuracy check): our definition, i.e. the same
-label-augmented cost, solved by POT's Sinkhorn in float64 to an L1 marginal error of 1e-6 (ours: 1e-4), value only. "rel. diff vs exact" is ours against it; "POT/ours" is the speed-up.
+label-augmented cost, solved by POT's Sinkhorn in float64 to an L1 marginal error of 1e-6
+(ours: 1e-4), value only. "rel. diff vs exact" is ours against it; "POT/ours" is the speed-up.
+``--profile`` adds where one call spends its time and the floor the machine sets
+(:mod:`transmodal.bench.align_profile`).
 
 Memory: every cell runs in a fresh subprocess which reports ``ru_maxrss`` (its lifetime peak
 resident set) after the runs minus the same figure just before the first one (after imports
@@ -383,7 +386,8 @@ def run(sizes: Sequence[int] = (1000, 5000, 20000), dim: int = 384,
         file: TextIO = sys.stdout, *, reg: float | None = None, seed: int = 0,
         repeated: bool = True, outer_only: bool = True, threads: int | None = None,
         timeout: float = CELL_TIMEOUT_S, pot_max_size: int | None = None,
-        mem_limit_gb: float | None = MEM_LIMIT_GB, profile: bool = False) -> list[dict[str, Any]]:
+        mem_limit_gb: float | None = MEM_LIMIT_GB,
+        profile: bool = False) -> list[dict[str, Any]]:
     """Time ours against the POT reference; print markdown tables; return one dict per row.
 
     Tables: the full debiased OTDD (Gaussian label term); the outer OT alone (no label term,
@@ -447,7 +451,9 @@ def run(sizes: Sequence[int] = (1000, 5000, 20000), dim: int = 384,
                             ("exact", "exact POT: our cost, float64, L1 tol 1e-6 (value only)"),
                             ("ours", "ours, plain call (recomputes the source side)"),
                             ("ours_source", "ours with OTDDSource (source side once)")):
-            r = {"pot": ref, "exact": exact}.get(impl) or _run_cell({**spec, "impl": impl}, timeout)
+            r = {"pot": ref, "exact": exact}.get(impl)
+            if r is None:
+                r = _run_cell({**spec, "impl": impl}, timeout)
             notes = "; ".join(([r["error"]] if "error" in r else []) + r.get("notes", []))
             if r.get("source_build_s") is not None:
                 built = f"OTDDSource built once in {r['source_build_s']:.2f} s"
