@@ -11,7 +11,14 @@ POT reference (what a careful user of POT writes): ``ot.dist`` for the squared d
 plus the label term by the textbook Gaussian formula (class means and covariances, covariance
 square roots and eigenvalues of S1^1/2 S2 S1^1/2 by ``torch.linalg``, recomputed each call),
 plus ``ot.sinkhorn2`` (POT's default scaling Sinkhorn) on torch tensors, whose gradient is
-autograd through the iterations; the debiased loss is three ``sinkhorn2`` calls.
+autograd through the iterations; the debiased loss is three ``sinkhorn2`` calls. It stands in
+for the reference OTDD library (microsoft/otdd), which is not installable here (not on PyPI).
+
+Exact POT (:func:`pot_exact`, the accuracy check): our definition, i.e. the same
+label-augmented cost, solved by POT's Sinkhorn in float64 to an L1 marginal error of 1e-6
+(ours: 1e-4), value only. "rel. diff vs exact" is ours against it; "POT/ours" is the speed-up.
+``--profile`` adds where one call spends its time and the floor the machine sets
+(:mod:`transmodal.bench.align_profile`).
 
 Memory: every cell runs in a fresh subprocess which reports ``ru_maxrss`` (its lifetime peak
 resident set) after the runs minus the same figure just before the first one (after imports
@@ -155,6 +162,55 @@ def pot_reference(xs, ys, xt, yt, eps: float, max_iter: int, tol: float, debiase
     return value
 
 
+EXACT_TOL = 1e-6  # L1 marginal error of the exact reference: 100x below ours (1e-4)
+EXACT_MAX_ITER = 10_000
+
+
+def pot_exact(xs, ys, xt, yt, eps: float, debiased: bool = True, label: bool = True):
+    """The accuracy reference: our OTDD definition solved by POT to convergence, float64.
+
+    The same label-augmented cost as ours (``ot.dist`` + our Bures label distances
+    :func:`~transmodal.align.distances.label_distances`, both from float64 features), then
+    ``ot.sinkhorn2`` (POT's plain scaling Sinkhorn, in float64) to an L1 marginal error below
+    ``EXACT_TOL`` (POT checks the L2 norm; ``EXACT_TOL / sqrt(M)`` there bounds the L1 one):
+    what is left of the difference from ours is our solver's and float32's error, not a
+    different definition. Value only (no gradient); the transport cost <P, C>, as ours with
+    ``objective="cost"``. Plain scaling in float64 is exact while C / eps spans less than
+    ~700 (the benchmark's lies in 0-68; POT warns otherwise, shown in the notes); the log
+    domain took over 900 s at 5,000 x 5,000 on the loaded 2-core machine (measured).
+    """
+    import ot
+    import torch
+
+    from transmodal.align.distances import label_distances
+
+    xs64, xt64 = xs.double(), xt.double()
+    _, ys_i = torch.unique(ys, return_inverse=True)
+    _, yt_i = torch.unique(yt, return_inverse=True)
+    w: dict[str, Any] = {}
+    if label:
+        w["st"] = label_distances(xs64, ys, xt64, yt).detach()
+        if debiased:
+            w["ss"] = label_distances(xs64, ys).detach()
+            w["tt"] = label_distances(xt64, yt).detach()
+
+    def term(x1, y1, x2, y2, wl):
+        c = ot.dist(x1, x2)  # (N1, N2) float64
+        if wl is not None:
+            c = c + wl[y1][:, y2]
+        a = torch.full((x1.shape[0],), 1.0 / x1.shape[0], dtype=torch.float64)
+        b = torch.full((x2.shape[0],), 1.0 / x2.shape[0], dtype=torch.float64)
+        return ot.sinkhorn2(a, b, c, eps, method="sinkhorn", numItermax=EXACT_MAX_ITER,
+                            stopThr=EXACT_TOL / math.sqrt(x2.shape[0]))
+
+    with torch.no_grad():
+        value = term(xs64, ys_i, xt64, yt_i, w.get("st"))
+        if debiased:
+            value = (value - 0.5 * term(xs64, ys_i, xs64, ys_i, w.get("ss"))
+                     - 0.5 * term(xt64, yt_i, xt64, yt_i, w.get("tt")))
+    return value
+
+
 # ------------------------------------------------------------------------- one cell
 
 
@@ -167,6 +223,10 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
         cap = int(limit_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     try:
+        if spec["impl"] == "profile":
+            from .align_profile import profile_cell
+
+            return profile_cell(spec)
         return _cell(spec)
     except (MemoryError, RuntimeError) as err:
         if isinstance(err, MemoryError) or "allocat" in str(err):
@@ -208,10 +268,12 @@ def _cell(spec: dict[str, Any]) -> dict[str, Any]:
                 val = otdd(xs, ys, xt, yt, reg=spec["reg"], label_cost=label, debiased=debiased)
             elif impl == "ours_source":
                 val = otdd(None, None, xt, yt, source=src)
+            elif impl == "exact":
+                val = pot_exact(xs, ys, xt0, yt, eps, debiased=debiased, label=label)
             else:
                 val = pot_reference(xs, ys, xt, yt, eps, DEFAULT_MAX_ITER, DEFAULT_TOL,
                                     debiased=debiased, label=label)
-            if backward:
+            if backward and impl != "exact":  # the exact reference is a value only
                 val.backward()
                 grad_ok = bool(torch.isfinite(xt.grad).all())
                 if not grad_ok:
@@ -221,7 +283,7 @@ def _cell(spec: dict[str, Any]) -> dict[str, Any]:
             notes.add(str(w.message).split("\n")[0][:80])
         if i >= warmup:  # the first run warms up threads and the allocator
             times.append(elapsed)
-            values.append(float(val))
+            values.append(float(val.detach()))
     peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024.0  # KiB on Linux
     return {"times": times, "values": values, "peak_mb": peak_mb, "notes": sorted(notes),
             "source_build_s": src_build_s, "threads": torch.get_num_threads(),
@@ -259,11 +321,6 @@ def _fmt_mb(r: dict[str, Any]) -> str:
     return f"{r['peak_mb']:.0f}" if "peak_mb" in r else "—"
 
 
-def _ratio(ours: dict[str, Any], ref: dict[str, Any]) -> str:
-    a, b = _median(ours), _median(ref)
-    return "—" if a is None or b is None else f"{a / b:.3f}"
-
-
 def _rel_diff(ours: dict[str, Any], ref: dict[str, Any]) -> str:
     if not ours.get("values") or not ref.get("values"):
         return "—"
@@ -285,28 +342,41 @@ def _load(*rs: dict[str, Any]) -> str:
     return "/".join(f"{x:.1f}" for x in loads) or "—"
 
 
+def _speedup(ours: dict[str, Any], ref: dict[str, Any]) -> str:
+    a, b = _median(ours), _median(ref)
+    return "—" if a is None or b is None else f"{b / a:.2f}"
+
+
 def _table(title: str, sizes: Sequence[int], passes: Sequence[bool], base: dict[str, Any],
            timeout: float, pot_max_size: int | None, file: TextIO) -> list[dict[str, Any]]:
     print(f"\n{title}\n", file=file)
-    print("| N=M | D | pass | ours (s) | POT (s) | ours/POT | rel. value diff | peak MB ours "
-          "| peak MB POT | load ours/POT | notes |", file=file)
-    print("|---|---|---|---|---|---|---|---|---|---|---|", file=file, flush=True)
+    print("| N=M | D | pass | ours (s) | POT (s) | POT/ours | exact POT (s) | rel. diff vs POT "
+          "| rel. diff vs exact | peak MB ours | peak MB POT | peak MB exact | load ours/POT/exact "
+          "| notes |", file=file)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", file=file, flush=True)
     rows = []
     for size in sizes:
+        exact: dict[str, Any] | None = None
         for backward in passes:
             spec = {**base, "n": size, "m": size, "backward": backward, "new_batches": False,
                     "warmup": size <= WARMUP_MAX_SIZE}
             ours = _run_cell({**spec, "impl": "ours"}, timeout)
             if pot_max_size is not None and size > pot_max_size:
-                ref: dict[str, Any] = {"error": f"not run above N={pot_max_size} (--pot-max-size)"}
+                skipped = {"error": f"not run above N={pot_max_size} (--pot-max-size)"}
+                ref, exact = skipped, skipped
             else:
                 ref = _run_cell({**spec, "impl": "pot"}, timeout)
+                if exact is None:  # one value per size: the same data in both passes
+                    exact = _run_cell({**spec, "impl": "exact", "backward": False, "repeats": 1,
+                                       "warmup": False}, timeout)
             pass_ = "fwd+bwd" if backward else "fwd"
             line = (f"| {size} | {base['dim']} | {pass_} | {_fmt_s(ours)} | {_fmt_s(ref)} | "
-                    f"{_ratio(ours, ref)} | {_rel_diff(ours, ref)} | {_fmt_mb(ours)} | "
-                    f"{_fmt_mb(ref)} | {_load(ours, ref)} | {_notes(('ours', ours), ('POT', ref))} |")
+                    f"{_speedup(ours, ref)} | {_fmt_s(exact)} | {_rel_diff(ours, ref)} | "
+                    f"{_rel_diff(ours, exact)} | {_fmt_mb(ours)} | {_fmt_mb(ref)} | "
+                    f"{_fmt_mb(exact)} | {_load(ours, ref, exact)} | "
+                    f"{_notes(('ours', ours), ('POT', ref), ('exact', exact))} |")
             rows.append({"table": title, "n": size, "dim": base["dim"], "pass": pass_,
-                         "ours": ours, "pot": ref, "line": line})
+                         "ours": ours, "pot": ref, "exact": exact, "line": line})
             print(line, file=file, flush=True)
     return rows
 
@@ -316,7 +386,8 @@ def run(sizes: Sequence[int] = (1000, 5000, 20000), dim: int = 384,
         file: TextIO = sys.stdout, *, reg: float | None = None, seed: int = 0,
         repeated: bool = True, outer_only: bool = True, threads: int | None = None,
         timeout: float = CELL_TIMEOUT_S, pot_max_size: int | None = None,
-        mem_limit_gb: float | None = MEM_LIMIT_GB) -> list[dict[str, Any]]:
+        mem_limit_gb: float | None = MEM_LIMIT_GB,
+        profile: bool = False) -> list[dict[str, Any]]:
     """Time ours against the POT reference; print markdown tables; return one dict per row.
 
     Tables: the full debiased OTDD (Gaussian label term); the outer OT alone (no label term,
@@ -324,6 +395,9 @@ def run(sizes: Sequence[int] = (1000, 5000, 20000), dim: int = 384,
     ``threads``: torch threads in each cell (default: torch's default). ``pot_max_size``:
     larger sizes skip the POT cell, printed as missing with the reason. Each row records the
     1-minute load average seen by its cells: on a shared machine the times depend on it.
+    ``profile``: first, per size and for the align-stage call, where one forward+backward
+    spends its time and the floor that this machine's measured rates set
+    (:mod:`transmodal.bench.align_profile`).
     """
     import torch
 
@@ -332,6 +406,7 @@ def run(sizes: Sequence[int] = (1000, 5000, 20000), dim: int = 384,
     reg = DEFAULT_REG if reg is None else reg
     base = dict(dim=dim, n_classes=n_classes, reg=reg, seed=seed, repeats=repeats,
                 threads=threads, mem_limit_gb=mem_limit_gb)
+    rows: list[dict[str, Any]] = []
     print(f"Align-loss speed: float32 features, {n_classes} classes per side, reg {reg} "
           f"(relative), tol {DEFAULT_TOL:g}, max_iter {DEFAULT_MAX_ITER}, torch threads "
           f"{threads or torch.get_num_threads()} on {os.cpu_count()} CPUs; times are the median "
@@ -339,8 +414,23 @@ def run(sizes: Sequence[int] = (1000, 5000, 20000), dim: int = 384,
           "Peak MB: extra "
           f"peak RSS of a fresh process running the cell (capped at {mem_limit_gb} GB of address space). Load: 1-minute "
           "load average during the cell.", file=file, flush=True)
+    if profile:
+        from .align_profile import print_profile
+
+        for size in sizes:
+            r = _run_cell({**base, "impl": "profile", "n": size, "m": size}, timeout)
+            rows.append({"table": "profile", "n": size, "result": r})
+            print_profile(f"Profile: debiased OTDD forward+backward, N=M={size}, D={dim}, one "
+                          "call (the source side included)", r, file)
+        if repeated:
+            r = _run_cell({**base, "impl": "profile", "n": REPEATED_SOURCE, "m": REPEATED_TARGET,
+                           "cached_source": True}, timeout)
+            rows.append({"table": "profile", "n": REPEATED_SOURCE, "result": r})
+            print_profile(f"Profile: align-stage call, {REPEATED_TARGET} target vs "
+                          f"{REPEATED_SOURCE} cached source points (OTDDSource), forward+backward",
+                          r, file)
     passes = [False, True] if include_backward else [False]
-    rows = _table("Debiased OTDD, Gaussian label term (the align loss)", sizes, passes,
+    rows += _table("Debiased OTDD, Gaussian label term (the align loss)", sizes, passes,
                   {**base, "label": True, "debiased": True}, timeout, pot_max_size, file)
     if outer_only:
         rows += _table("Outer OT only: no label term, not debiased (`ot.dist` + `ot.sinkhorn2`)",
@@ -350,21 +440,28 @@ def run(sizes: Sequence[int] = (1000, 5000, 20000), dim: int = 384,
         print(f"\nRepeated calls (align stage): debiased OTDD, a new batch of {REPEATED_TARGET} "
               f"target points per call against {REPEATED_SOURCE} cached source points, "
               f"forward+backward, median over {repeats} calls.\n", file=file)
-        print("| variant | per call (s) | vs POT | rel. value diff | peak MB | load | notes |", file=file)
-        print("|---|---|---|---|---|---|---|", file=file, flush=True)
+        print("| variant | per call (s) | POT/ours | rel. diff vs POT | rel. diff vs exact "
+              "| peak MB | load | notes |", file=file)
+        print("|---|---|---|---|---|---|---|---|", file=file, flush=True)
         spec = {**base, "n": REPEATED_SOURCE, "m": REPEATED_TARGET, "backward": True,
                 "new_batches": True, "label": True, "debiased": True}
         ref = _run_cell({**spec, "impl": "pot"}, timeout)
+        exact = _run_cell({**spec, "impl": "exact", "backward": False}, timeout)
         for impl, label in (("pot", "POT reference (recomputes everything)"),
+                            ("exact", "exact POT: our cost, float64, L1 tol 1e-6 (value only)"),
                             ("ours", "ours, plain call (recomputes the source side)"),
                             ("ours_source", "ours with OTDDSource (source side once)")):
-            r = ref if impl == "pot" else _run_cell({**spec, "impl": impl}, timeout)
+            r = {"pot": ref, "exact": exact}.get(impl)
+            if r is None:
+                r = _run_cell({**spec, "impl": impl}, timeout)
             notes = "; ".join(([r["error"]] if "error" in r else []) + r.get("notes", []))
             if r.get("source_build_s") is not None:
                 built = f"OTDDSource built once in {r['source_build_s']:.2f} s"
                 notes = f"{notes}; {built}" if notes else built
-            diff = "—" if impl == "pot" else _rel_diff(r, ref)
-            line = (f"| {label} | {_fmt_s(r)} | {_ratio(r, ref)} | {diff} | {_fmt_mb(r)} | "
+            ours_row = impl.startswith("ours")
+            line = (f"| {label} | {_fmt_s(r)} | {_speedup(r, ref)} | "
+                    f"{_rel_diff(r, ref) if ours_row else '—'} | "
+                    f"{_rel_diff(r, exact) if ours_row else '—'} | {_fmt_mb(r)} | "
                     f"{_load(r)} | {notes} |")
             rows.append({"table": "repeated", "variant": impl, "result": r, "line": line})
             print(line, file=file, flush=True)
@@ -391,6 +488,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"seconds per cell subprocess (default {CELL_TIMEOUT_S})")
     parser.add_argument("--mem-limit-gb", type=float, default=MEM_LIMIT_GB,
                         help=f"address-space cap per cell, 0 for none (default {MEM_LIMIT_GB:g})")
+    parser.add_argument("--profile", action="store_true",
+                        help="first print where one forward+backward spends its time and the "
+                             "floor set by this machine's measured matrix-product and "
+                             "eigensolver rates")
     parser.add_argument("--quick", action="store_true",
                         help="N=M=500, D=64, 1 repeat: a smoke test of the benchmark itself")
     parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
@@ -405,7 +506,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run(args.sizes, dim=args.dim, n_classes=args.classes, repeats=args.repeats,
         include_backward=not args.no_backward, reg=args.reg, repeated=not args.no_repeated,
         outer_only=not args.no_outer, threads=args.threads, timeout=args.timeout,
-        pot_max_size=args.pot_max_size, mem_limit_gb=args.mem_limit_gb or None)
+        pot_max_size=args.pot_max_size, mem_limit_gb=args.mem_limit_gb or None,
+        profile=args.profile)
     return 0
 
 
