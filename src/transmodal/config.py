@@ -30,6 +30,9 @@ DECODE_CHOICES = ("constrained", "score", "free")
 EMBEDDER_CHOICES = ("patch", "overlap", "conv")
 HEAD_INIT_CHOICES = ("probe", "random")
 HEAD_NORM_CHOICES = ("batch", "none")
+# what a run written before an option existed did: its config.yaml lacks the key, and a resume
+# must rebuild that run, not today's default
+BEFORE_OPTION = {"head_norm": "none", "head_init": "random"}
 
 
 def parse_tune(tune: str) -> tuple[str, int | None]:
@@ -91,10 +94,10 @@ class FitConfig:
     warmup: float = option(0.1, "fraction of refine steps with linear warm-up")
     schedule: str = option("cosine", "learning rate after the warm-up: cosine decays to 0",
                            choices="|".join(SCHEDULE_CHOICES))
-    head_init: str = option("random", "how the linear head starts the refine stage: probe (fitted "
+    head_init: str = option("probe", "how a pooled head starts the refine stage: probe (fitted "
                             "on the frozen features of the training split, then everything "
                             "fine-tunes: LP-FT) or random", choices="|".join(HEAD_INIT_CHOICES))
-    head_norm: str = option("none", "pooled heads: batch standardises the pooled features before "
+    head_norm: str = option("batch", "pooled heads: batch standardises the pooled features before "
                             "the linear layer (BatchNorm without affine, as MAE's linear probe: "
                             "pretrained features share one large mean direction) or none",
                             choices="|".join(HEAD_NORM_CHOICES))

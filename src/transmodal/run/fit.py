@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import FitConfig
+from ..config import BEFORE_OPTION, FitConfig
 from ..data import Preprocessor, load_dataset, split_train_val
 from ..data.stream import bounded_sample, prepare_streamed, streamed
 from ..engine.augment import check_task as check_augment_task
@@ -530,7 +530,8 @@ def resume_config(run_dir: str | Path, data: Any, out: Any, config: Any, overwri
         raise ConfigError(f"{where} continues in {run_dir}; drop --out {out}")
     if config is not None:
         raise ConfigError(f"{where} uses the run's own config.yaml; drop --config")
-    stored = FitConfig.from_dict(read_yaml_config(folder.path / "config.yaml")).to_dict()
+    stored = {**BEFORE_OPTION, **read_yaml_config(folder.path / "config.yaml")}
+    stored = FitConfig.from_dict(stored).to_dict()
     given = {k: v for k, v in options.items() if v is not None}
     if stored.get("test_data") == "arrays" and "test_data" not in given:
         raise ConfigError(f"{where}: the run was fitted with in-memory test arrays; pass the same "
