@@ -152,7 +152,7 @@ def test_spec_run_reproduce_command_parses_and_baselines_show(tiny_bodies, tmp_p
 
     words = shlex.split(html.unescape(cmd))
     args = build_parser().parse_args(words[1:])
-    assert (args.data, args.epochs, args.seed, args.max_tokens) == (str(tmp_path / "reg.npz"), 3, 3, 16)
+    assert (args.data, args.epochs, args.seed, args.max_tokens) == ([str(tmp_path / "reg.npz")], 3, 3, 16)
     assert args.body == tiny_bodies["bert"] and args.out.endswith("my run-again")
 
 

@@ -62,6 +62,14 @@ _EXPECTED_FAILURES = {
         "AdamW with a held-out validation split, and copies change the batches, the number of "
         "steps and the validation split (the weights do reach the loss: tests/test_estimators.py)"),
 }
+# regressors only: a classifier's labels and probabilities pass at this tolerance
+_EXPECTED_REGRESSOR_FAILURES = {
+    "check_methods_subset_invariance": (
+        "float32 outputs depend on the batch's size at the 1e-6 relative level (the matrix "
+        "kernels sum in another order for 1 and for 20 samples); the check's atol is 1e-7 in the "
+        "targets' own units, which a probe-started regression head's outputs exceed "
+        "(measured: 6 of 20 values off by 1.0e-6)"),
+}
 
 
 # the tags that switch checks off, and why
@@ -77,7 +85,10 @@ def expected_failed_checks(estimator: Any = None) -> dict[str, str]:
     """Check name -> reason, for ``check_estimator(..., expected_failed_checks=...)`` and
     ``parametrize_with_checks(..., expected_failed_checks=expected_failed_checks)``. (The
     score checks are off through the ``poor_score`` tag instead: POOR_SCORE_REASON.)"""
-    return dict(_EXPECTED_FAILURES)
+    from sklearn.base import is_regressor
+
+    regressor = estimator is not None and is_regressor(estimator)
+    return {**_EXPECTED_FAILURES, **(_EXPECTED_REGRESSOR_FAILURES if regressor else {})}
 
 
 def _ragged(X: Any) -> bool:
