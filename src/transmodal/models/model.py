@@ -96,18 +96,23 @@ class TransmodalModel(nn.Module):
         return list(self.body.parameters()) + (extra() if extra else [])
 
 
+def body_of(spec: ModelSpec, rebuild: bool = False) -> Body:
+    """The spec's body: the recorded architecture (``rebuild``; its weights load next), or the
+    pretrained (``spec.pretrained``) or random body of a new model, whose family is recorded."""
+    if rebuild:
+        return rebuild_body(spec)
+    body = load_body(spec.body, pretrained=spec.pretrained, attention_dropout=spec.attention_dropout)
+    spec.body_kind = body.family
+    return body
+
+
 def build_model(spec: ModelSpec, rebuild: bool = False) -> TransmodalModel:
     """Build from a spec: the body with pretrained weights (``spec.pretrained``) or random ones;
     ``rebuild=True`` makes the architecture a model file records (``load_model`` then loads our
     own weights)."""
     from ..tasks import get_task
 
-    if rebuild:
-        body = rebuild_body(spec)
-    else:
-        body = load_body(spec.body, pretrained=spec.pretrained,
-                         attention_dropout=spec.attention_dropout)
-        spec.body_kind = body.family
+    body = body_of(spec, rebuild)
     if not body.takes_pixels and (spec.image_size is not None or spec.augment):
         raise ConfigError("--image-size and --augment flip-crop apply to CNN image bodies "
                           "(--body efficientnet-lite0) only")

@@ -28,9 +28,8 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, DataError
-from .bodies import load_body, rebuild_body
 from .heads import build_head
-from .model import ModelSpec, architecture_mismatch, tied_duplicates
+from .model import ModelSpec, architecture_mismatch, body_of, tied_duplicates
 
 FORMAT = "transmodal-multitask/1"
 
@@ -150,12 +149,8 @@ def build_multitask(spec: ModelSpec, tasks: list[dict[str, Any]], rebuild: bool 
     """A new multi-task model (pretrained body, decoder warm-started as for one task), or with
     ``rebuild`` the stored architecture (weights load next). ``tasks``: name, instruction_ids,
     in_channels, spatial and generate (labels; label_ids once tokenised)."""
-    if rebuild:
-        body = rebuild_body(spec)
-    else:
-        body = load_body(spec.body, pretrained=spec.pretrained,
-                         attention_dropout=spec.attention_dropout)
-        spec.body_kind = body.family
+    body = body_of(spec, rebuild)
+    if not rebuild:
         spec.body_config = body.stored_config()
     word_embeddings(body)  # a text body, or one clear error
     first, rest = tasks[0], tasks[1:]

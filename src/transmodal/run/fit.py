@@ -140,9 +140,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
                      **task.spec_extras())
     if members is not None:
         seed_everything(members[0].seed)
-    model = build_model(spec)
-    if cfg.dropout is not None:
-        model.body.set_dropout(cfg.dropout)
+    model = _build(spec, cfg)
     task.check_model(model, [y_train[va], y_test])  # e.g. texts over the text tower's limit
     max_tokens = None if model.body.takes_pixels else min(cfg.max_tokens, model.body.max_tokens)
     if max_tokens is not None and max_tokens < cfg.max_tokens:  # the value used goes to summary.json
@@ -196,9 +194,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         for m in members:
             if m.index > 0:  # member 0 was built above (its seed set before)
                 seed_everything(m.seed)
-                model = build_model(spec)
-                if cfg.dropout is not None:
-                    model.body.set_dropout(cfg.dropout)
+                model = _build(spec, cfg)
                 apply_tuning(model, cfg.tune, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                              lora_dropout=cfg.lora_dropout)
             if progress:
@@ -369,6 +365,14 @@ class _MemberTrainer:
                            weights=weights, callbacks=callbacks)
         model = accelerator.unwrap_model(model)
         return model, state, aligned, t_align, time.perf_counter() - t0
+
+
+def _build(spec: ModelSpec, cfg: FitConfig) -> Any:
+    """A new model for this fit, with the body's dropout set when --dropout is given."""
+    model = build_model(spec)
+    if cfg.dropout is not None:
+        model.body.set_dropout(cfg.dropout)
+    return model
 
 
 def several_members(cfg: FitConfig) -> bool:
