@@ -45,6 +45,24 @@ def test_yaml_config_and_command_line_override(tiny_bodies, npz, tmp_path):
     assert resolved["epochs"] == 2 and resolved["seed"] == 4 and resolved["batch_size"] == 8
 
 
+def test_yaml_numbers_without_a_dot_are_numbers(tiny_bodies, npz, tmp_path, capsys):
+    """PyYAML reads ``lr: 3e-5`` as the string '3e-5'; the run must train with the number."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {npz}\nbody: {tiny_bodies['bert']}\nepochs: 1\nbatch_size: 8\n"
+                   "max_tokens: 16\nlr: 3e-5\nhead_lr: 1e-3\n")
+    run = tmp_path / "run"
+    assert main(["fit", "--config", str(cfg), "--out", str(run), "--quiet"]) == 0
+    import yaml
+
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["lr"] == 3e-5 and isinstance(resolved["lr"], float) and resolved["head_lr"] == 1e-3
+    cfg.write_text(f"data: {npz}\nbody: {tiny_bodies['bert']}\nepochs: 1.5\n")
+    assert main(["fit", "--config", str(cfg), "--out", str(tmp_path / "bad"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "error: --epochs must be a whole number, got 1.5"
+    assert not (tmp_path / "bad" / "summary.json").exists()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["fit", "--data", "ucr:NoSuchSet"], "unknown or unavailable dataset 'ucr:NoSuchSet'"),
     (["fit", "--data", "missing.npz"], "data file 'missing.npz' does not exist"),

@@ -191,6 +191,7 @@ class FitConfig:
     def __post_init__(self) -> None:
         if self.extra:
             raise ConfigError(f"unknown option(s): {', '.join(sorted(self.extra))}")
+        self._coerce_numbers()
         _choice("align", self.align, ("none", *alignment_names()))
         if self.task in task_names("contrastive") and self.objective == "contrastive":
             self.task = "auto"  # config.yaml records the task a run trained; the objective picks it
@@ -245,6 +246,24 @@ class FitConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
         if not 0.0 <= self.warmup < 1.0:
             raise ConfigError("--warmup is a fraction of the steps, in [0, 1)")
+
+    def _coerce_numbers(self) -> None:
+        """Numbers given as text become numbers (PyYAML reads ``lr: 3e-5``, with no dot, as a
+        string; ``bench defaults --fit`` parses with YAML too); a count must be whole (``epochs: 1.5``
+        would otherwise reach ``range``)."""
+        for f in dataclasses.fields(self):
+            kind = {"int": int, "int | None": int, "float": float, "float | None": float}.get(f.type)
+            value = getattr(self, f.name)
+            if kind is None or not isinstance(value, (str, float)) or type(value) is kind:
+                continue
+            try:
+                number = float(value)
+                if kind is int and not number.is_integer():
+                    raise ValueError
+            except ValueError:
+                what = "a whole number" if kind is int else "a number"
+                raise ConfigError(f"--{f.name.replace('_', '-')} must be {what}, got {value!r}") from None
+            setattr(self, f.name, kind(number))
 
     def _check_text_options(self) -> None:
         _choice("objective", self.objective, OBJECTIVE_CHOICES)
