@@ -147,3 +147,18 @@ def test_meta_twin_holds_no_weights_but_the_structure():
     x = torch.randn(5, 3)
     model.eval(), twin.eval()
     assert torch.equal(twin(x), model(x))
+
+
+def test_scalar_parameters_are_refused_before_sharding():
+    from types import SimpleNamespace
+
+    from transmodal.engine.distributed import check_sharding
+    from transmodal.errors import ConfigError
+
+    model = torch.nn.Linear(3, 2)
+    model.logit_scale = torch.nn.Parameter(torch.tensor(2.0))  # as a contrastive head's
+    two = SimpleNamespace(num_processes=2)
+    with pytest.raises(ConfigError, match=r"scalar parameters \(logit_scale\), which FSDP2 cannot shard"):
+        check_sharding("fsdp", two, model)
+    check_sharding("ddp", two, model)  # DDP replicates it
+    check_sharding("fsdp", two, torch.nn.Linear(3, 2))

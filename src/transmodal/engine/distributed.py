@@ -101,9 +101,10 @@ def global_mean_loss(accelerator: Any, total: float, count: int) -> tuple[float,
 # ----------------------------------------------------------------------------- FSDP
 
 
-def check_sharding(distributed: str, accelerator: Any) -> None:
-    """Refuse accelerate's own FSDP switch (ignored on CPU: the run would silently be DDP) and
-    ``--distributed fsdp`` in one process (nothing to shard over)."""
+def check_sharding(distributed: str, accelerator: Any, model: torch.nn.Module) -> None:
+    """Refuse accelerate's own FSDP switch (ignored on CPU: the run would silently be DDP),
+    ``--distributed fsdp`` in one process (nothing to shard over) and models with a scalar
+    parameter (FSDP2 shards dimension 0; e.g. a contrastive head's temperature)."""
     if os.environ.get(FSDP_ENV, "false").lower() in ("true", "1", "yes"):
         raise ConfigError(
             f"{FSDP_ENV}=true (`accelerate launch --use_fsdp`): transmodal shards the model "
@@ -115,6 +116,12 @@ def check_sharding(distributed: str, accelerator: Any) -> None:
             "--distributed fsdp shards the model over several processes but this launch has "
             "one; start it with `torchrun --nproc-per-node N -m transmodal.cli fit ...` (N >= 2), "
             "or drop --distributed fsdp")
+    scalars = [n for n, p in model.named_parameters() if p.dim() == 0]
+    if distributed == "fsdp" and scalars:
+        raise ConfigError(
+            f"--distributed fsdp: this model has scalar parameters ({', '.join(scalars[:3])}), "
+            "which FSDP2 cannot shard (e.g. --objective contrastive's temperature); use "
+            "--distributed ddp")
 
 
 def is_sharded(model: torch.nn.Module) -> bool:
@@ -138,14 +145,12 @@ def meta_twin(model: torch.nn.Module) -> torch.nn.Module:
 def shard_model(model: torch.nn.Module, accelerator: Any) -> torch.nn.Module:
     """FSDP2 in place: one unit per body block (``Body.blocks``), the root unit holds the
     rest (embedder, head). Every rank starts from rank 0's weights and buffers, as DDP does."""
-    import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     model.to(accelerator.device)
-    with torch.no_grad():
-        for t in [*model.parameters(), *model.buffers()]:
-            dist.broadcast(t.data, src=0)
+    _broadcast([p.data for p in model.parameters()])
+    sync_buffers(model)
     mesh = init_device_mesh(accelerator.device.type, (accelerator.num_processes,))
     for block in model.body.blocks():
         fully_shard(block, mesh=mesh)
@@ -157,11 +162,18 @@ def sync_buffers(model: torch.nn.Module) -> None:
     """Rank 0's buffers (e.g. a BatchNorm's running statistics, updated by each rank on its own
     batches) on every rank: all ranks evaluate, and the run saves, the same model (DDP
     broadcasts them before each forward pass)."""
+    _broadcast(list(model.buffers()))
+
+
+def _broadcast(tensors: list[torch.Tensor]) -> None:
+    """Rank 0's values in place; expanded constants (e.g. position ids, not contiguous) are
+    the same everywhere and cannot be written in place: skipped."""
     import torch.distributed as dist
 
     with torch.no_grad():
-        for b in model.buffers():
-            dist.broadcast(b, src=0)
+        for t in tensors:
+            if t.is_contiguous():
+                dist.broadcast(t, src=0)
 
 
 def gather_model(model: torch.nn.Module, twin: torch.nn.Module, device: Any) -> torch.nn.Module:

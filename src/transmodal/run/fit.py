@@ -155,7 +155,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     accelerator, precision = make_accelerator(cfg.device, cfg.precision)
     from ..engine.distributed import check_resume_processes, check_sharding
 
-    check_sharding(cfg.distributed, accelerator)  # before any file is written
+    check_sharding(cfg.distributed, accelerator, model)  # before any file is written
     check_resume_processes(ckpt, accelerator, str(resume))
     t_build = time.perf_counter() - t0
 
