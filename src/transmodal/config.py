@@ -18,6 +18,7 @@ from .tasks import task_names
 
 TUNE_CHOICES = ("full", "scratch", "frozen", "layernorm", "hybrid:K", "lora")
 PRECISION_CHOICES = ("auto", "fp32", "bf16")
+DISTRIBUTED_CHOICES = ("ddp", "fsdp")  # engine/distributed.py
 OBJECTIVE_CHOICES = ("supervised", "contrastive")
 TEXT_TUNE_CHOICES = ("frozen", "lora", "full")
 ON_NAN_CHOICES = ("stop", "skip")
@@ -114,6 +115,10 @@ class FitConfig:
                             choices="|".join(PRECISION_CHOICES))
     seed: int = option(0, "random seed")
     device: str = option("auto", "auto|cpu|cuda[:N]")
+    distributed: str = option("ddp", "several processes (torchrun / accelerate launch): ddp (each "
+                              "holds the whole model) or fsdp (the refine stage shards weights, "
+                              "gradients and AdamW state over the processes: FSDP2; README: Scale)",
+                              choices="|".join(DISTRIBUTED_CHOICES))
     lora_r: int = option(8, "LoRA rank (--tune lora)")
     lora_alpha: int = option(16, "LoRA alpha (--tune lora)")
     lora_dropout: float = option(0.05, "LoRA dropout (--tune lora)")
@@ -200,6 +205,7 @@ class FitConfig:
                               "instead of --task")
         _choice("task", self.task, ("auto", *task_names("supervised")))
         _choice("precision", self.precision, PRECISION_CHOICES)
+        _choice("distributed", self.distributed, DISTRIBUTED_CHOICES)
         _choice("on_nan", self.on_nan, ON_NAN_CHOICES)
         _choice("schedule", self.schedule, SCHEDULE_CHOICES)
         _choice("head_init", self.head_init, HEAD_INIT_CHOICES)
@@ -332,8 +338,9 @@ class FitConfig:
         if given:
             raise ConfigError(f"{given[0]} with a task list: give each task its data, test_data "
                               "and label_texts inside the list (or --data A --data B)")
-        if self.align != "none" or self.tune == "lora":
-            flag = f"--align {self.align}" if self.align != "none" else "--tune lora"
+        if self.align != "none" or self.tune == "lora" or self.distributed != "ddp":
+            flag = (f"--align {self.align}" if self.align != "none" else "--tune lora"
+                    if self.tune == "lora" else f"--distributed {self.distributed}")
             raise ConfigError(f"{flag} is not supported for several tasks in one model yet; "
                               "drop it")
 

@@ -187,7 +187,7 @@ def standard_callbacks(*, accelerator: Any, on_nan: str, checkpointer: Any = Non
     cbs.append(ProgressBar(progress and main))
     if task is not None:
         cbs.append(EarlyStopping(patience))
-    if checkpointer is not None and main:
+    if checkpointer is not None and (main or getattr(checkpointer, "collective", False)):  # FSDP
         cbs.append(Checkpoint(checkpointer, accelerator))
     cbs.append(NonFiniteGuard(on_nan, checkpointer))
     cbs.extend(extra)

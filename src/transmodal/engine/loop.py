@@ -115,6 +115,10 @@ def start_state(stage: Stage, accelerator, resume: dict[str, Any] | None) -> Loo
     state = LoopState.from_dict(resume["state"])
     state.epoch = int(resume["epoch"])
     state.best_weights = resume.get("best_model")
+    if state.best_weights is not None and resume.get("sharded"):  # kept sharded, as in training
+        from .distributed import local_weights
+
+        state.best_weights = local_weights(state.best_weights, accelerator.unwrap_model(stage.model))
     return state
 
 

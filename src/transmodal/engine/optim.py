@@ -35,6 +35,8 @@ def grad_norm(accelerator, params: list[nn.Parameter], clip: float) -> torch.Ten
     if norm is None:
         grads = [p.grad for p in params if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads) if grads else None
+    if norm is not None and hasattr(norm, "full_tensor"):  # sharded gradients (FSDP): a DTensor
+        norm = norm.full_tensor()
     return norm
 
 

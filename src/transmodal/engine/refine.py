@@ -33,6 +33,9 @@ class RefineStage(Stage):
         x_tr, y_tr = train
         self.model, self.task, self.val, self.val_true = model, task, val, val_true
         self.unwrapped = accelerator.unwrap_model(model)  # the module the task's hooks reach into
+        from .distributed import is_sharded
+
+        self.sharded = is_sharded(self.unwrapped)  # --distributed fsdp
         self.val_weight = None if weights is None else weights[1]
         # the weights travel with their samples through the shuffled loader (same draws:
         # the sampler's permutation does not depend on how many tensors a sample holds)
@@ -83,6 +86,10 @@ class RefineStage(Stage):
             from .distributed import global_mean_loss
 
             total, count = global_mean_loss(self.accelerator, total, count)
+        if self.sharded:
+            from .distributed import sync_buffers
+
+            sync_buffers(self.unwrapped)
         x_va, y_va = self.val
         with self.task.scoring(self.unwrapped, self.val_true):
             raw = predict_outputs(self.model, x_va, self.eval_batch, self.accelerator, shard=True)

@@ -32,7 +32,14 @@ metrics        the text of ``RUN/metrics.jsonl`` when the checkpoint was written
                (and logged again) instead of duplicated
 fingerprint    hash of the data (see :func:`data_fingerprint`); a resume refuses other data
 processes      how many processes trained (absent before: 1); a resume needs as many
+sharded        True when the stage's model was sharded (``--distributed fsdp``): ``model`` and
+               ``best_model`` are still full state dicts, ``optimizer`` is torch DCP's full
+               optimizer state (keyed by parameter names); absent before: False
 =============  ===========================================================================
+
+Under ``--distributed fsdp`` every rank holds a Checkpointer (``collective=True``; only the
+main process's ``writes``): the main process decides when a checkpoint is due, all ranks
+gather the sharded state, the main process writes it.
 
 API (stage-generic; the one training loop, ``engine/loop.py``, uses it through its checkpoint
 callback, ``engine/callbacks.py``)::
@@ -242,11 +249,24 @@ def check_architecture(state: Mapping[str, torch.Tensor], model: torch.nn.Module
 def restore(ckpt: Mapping[str, Any], *, model: torch.nn.Module, optimizer=None, scheduler=None,
             scaler=None, generators: Mapping[str, torch.Generator] | None = None) -> None:
     """Put model, optimizer, scheduler, scaler and all RNG states back as they were saved."""
+    from ..engine.distributed import is_sharded
+
     model = _unwrapped(model)
     check_architecture(ckpt["model"], model, f"checkpoint (stage {ckpt['stage']})")
-    model.load_state_dict(ckpt["model"])
+    sharded = is_sharded(model)
+    if sharded != bool(ckpt.get("sharded", False)):
+        raise CheckpointError(
+            f"the checkpoint (stage {ckpt['stage']}) was written by a "
+            f"{'sharded' if ckpt.get('sharded') else 'whole'} model and this run's model is "
+            f"{'sharded' if sharded else 'whole'}; resume with the run's own --distributed")
+    if not sharded:
+        model.load_state_dict(ckpt["model"])
     try:
-        if optimizer is not None:
+        if sharded:
+            from ..engine.distributed import load_training_state
+
+            load_training_state(model, optimizer, ckpt)
+        elif optimizer is not None:
             optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler is not None and ckpt.get("scheduler") is not None:
             scheduler.load_state_dict(ckpt["scheduler"])
@@ -264,8 +284,11 @@ class Checkpointer:
     """Writes and reads ``RUN/checkpoint/checkpoint.pt`` for every stage of one run."""
 
     def __init__(self, run_dir: str | Path, every: int = 0, fingerprint: str = "",
-                 processes: int = 1) -> None:
+                 processes: int = 1, collective: bool = False, writes: bool = True) -> None:
+        """``collective``: every rank holds one and calls ``due``/``save`` together (sharded
+        models); ``writes``: this one writes the file (the main process)."""
         self.run_dir = Path(run_dir)
+        self.collective, self.writes = collective, writes
         self.processes = int(processes)  # a resume must have as many (engine/distributed.py)
         self.every = max(0, int(every))  # 0: automatic
         self.fingerprint = fingerprint
@@ -281,7 +304,15 @@ class Checkpointer:
         """Every ``every`` epochs (automatic when 0), and always at the end of a stage.
 
         Where checkpoints fall never changes the results: a resume from any of them is exact.
+        ``collective``: the main process's answer on every rank.
         """
+        if self.collective:
+            from ..engine.distributed import agree
+
+            return agree(self._due(epoch, last) if self.writes else False)
+        return self._due(epoch, last)
+
+    def _due(self, epoch: int, last: bool) -> bool:
         if last:
             return True
         if self.every > 0:
@@ -305,7 +336,18 @@ class Checkpointer:
              best_model: Mapping[str, torch.Tensor] | None = None, done: bool = False) -> None:
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}")
+        from ..engine.distributed import full_training_state, full_weights, is_sharded
+
         t0 = time.perf_counter()
+        model = _unwrapped(model)
+        sharded = self.collective and is_sharded(model)
+        if sharded:  # collective: every rank gathers, the main process keeps the full state
+            weights, optimizer_state = full_training_state(model, optimizer)
+            best_model = None if best_model is None else full_weights(best_model, self.writes)
+        if not self.writes:
+            return
+        if not sharded:
+            weights, optimizer_state = model.state_dict(), optimizer.state_dict()
         metrics = self.run_dir / "metrics.jsonl"
         payload = {
             "format": FORMAT,
@@ -313,9 +355,9 @@ class Checkpointer:
             "epoch": int(epoch),
             "step": int(step),
             "done": bool(done),
-            "model": _unwrapped(model).state_dict(),
+            "model": weights,
             "best_model": dict(best_model) if best_model is not None else None,
-            "optimizer": optimizer.state_dict(),
+            "optimizer": optimizer_state,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
             "state": plain(dict(state or {})),
@@ -324,6 +366,8 @@ class Checkpointer:
             "fingerprint": self.fingerprint,
             "processes": self.processes,
         }
+        if sharded:  # absent otherwise: checkpoints of whole models stay as they were
+            payload["sharded"] = True
         save(self.path, payload)
         self.last = (stage, int(epoch))
         self._written_at = time.perf_counter()

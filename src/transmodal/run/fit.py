@@ -153,8 +153,9 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
                  lora_dropout=cfg.lora_dropout)
     trainable, total = count_parameters(model)
     accelerator, precision = make_accelerator(cfg.device, cfg.precision)
-    from ..engine.distributed import check_resume_processes
+    from ..engine.distributed import check_resume_processes, check_sharding
 
+    check_sharding(cfg.distributed, accelerator, model)  # before any file is written
     check_resume_processes(ckpt, accelerator, str(resume))
     t_build = time.perf_counter() - t0
 
@@ -175,8 +176,12 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
                       "precision": precision}, overwrite=overwrite)
     log = folder.log if folder is not None else (lambda rec: None)
     # a multi-member run keeps no resumable checkpoint (it cannot be resumed yet, see above)
-    checkpointer = (Checkpointer(folder.path, cfg.checkpoint_every, fingerprint, accelerator.num_processes)
-                    if folder and members is None else None)
+    checkpointer = None
+    if out is not None and members is None and (folder or cfg.distributed == "fsdp"):
+        # --distributed fsdp: every rank gathers the sharded state, the main process writes it
+        checkpointer = Checkpointer(Path(out), cfg.checkpoint_every, fingerprint,
+                                    accelerator.num_processes, collective=cfg.distributed == "fsdp",
+                                    writes=folder is not None)
     for tracker in trackers:  # an epoch goes to the trackers once a checkpoint holds it
         tracker.checkpointer = checkpointer
     trainer = _MemberTrainer(task, cfg, accelerator, progress, callbacks, y_train,
@@ -328,7 +333,8 @@ class _MemberTrainer:
         """(trained model unwrapped, refine state, alignment record, align s, refine s)."""
         cfg = cfg or self.cfg
         accelerator, task, callbacks = self.accelerator, self.task, self.callbacks
-        model = accelerator.prepare(model)  # once, for every stage
+        fsdp = cfg.distributed == "fsdp"  # whole model until the refine stage shards it
+        model = model.to(accelerator.device) if fsdp else accelerator.prepare(model)  # once
         x_tr, y_tr = train
 
         # --- stage 1: align
@@ -358,12 +364,22 @@ class _MemberTrainer:
                 accelerator.unwrap_model(model), task, x_tr, y_tr,
                 None if weights is None else weights[0], 2 * cfg.batch_size,
                 accelerator.device, accelerator.autocast))
+        if fsdp:
+            from ..engine.distributed import meta_twin, shard_model
+
+            twin = meta_twin(model)
+            model = shard_model(model, accelerator)
         with memory_advice("refine", cfg.batch_size):
             state = refine(model, task, train, val, self.y_user[val_idx], cfg, accelerator,
                            log=log, progress=self.progress, checkpointer=checkpointer,
                            resume=ckpt if ckpt is not None and ckpt["stage"] == "refine" else None,
                            weights=weights, callbacks=callbacks)
-        model = accelerator.unwrap_model(model)
+        if fsdp:  # every rank: the trained weights gathered into a plain model
+            from ..engine.distributed import gather_model
+
+            model = gather_model(model, twin, accelerator.device)
+        else:
+            model = accelerator.unwrap_model(model)
         return model, state, aligned, t_align, time.perf_counter() - t0
 
 
