@@ -68,6 +68,8 @@ class GenerateHead(nn.Module):
         elif decoder is None:  # the bert2bert warm start from --text-body
             decoder = warm_bert_decoder(gen["text_body"])
             gen["decoder_config"] = decoder.config.to_dict()
+        elif not stored:  # the body's own decoder: --text-body played no part, none is recorded
+            gen["text_body"] = None
         if not stored:  # a new model: tokenise the labels with the decoder's own tokenizer
             gen.update(label_tokens(gen, decoder, body, spec))
             gen["memory_norm"] = memory_norm_of(decoder, getattr(spec, "head_norm", "none"))
@@ -200,7 +202,8 @@ def tokenise_labels(source: str, name: str, texts: list[str], decoder: nn.Module
 
     tok = load_tokenizer(resolve_body_path(source))
     start, end, pad = decoder.special_ids(tok, name)
-    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    space = " " if byte_level(tok) else ""
+    ids = [tok(space + t, add_special_tokens=False)["input_ids"] if t.strip() else [] for t in texts]
     for text, i in zip(texts, ids):
         if not i:
             raise DataError(f"the label text {text!r} tokenises to nothing; give every label words "
@@ -215,3 +218,15 @@ def tokenise_labels(source: str, name: str, texts: list[str], decoder: nn.Module
                             "tokens; give every label its own words (--label-texts)")
         seen[tuple(i)] = text
     return {"label_ids": ids, "start": int(start), "end": int(end), "pad": int(pad)}
+
+
+def byte_level(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` is a byte-level BPE (GPT-2, BART, RoBERTa). Why: there a word inside
+    a text is its own token with the leading space ("Ġwinter"), the form pretraining saw most;
+    without the space a label often splits into rarer pieces. WordPiece and SentencePiece
+    tokenizers mark word starts themselves, so their labels are tokenised as written."""
+    from tokenizers import pre_tokenizers
+
+    pre = getattr(getattr(tokenizer, "backend_tokenizer", None), "pre_tokenizer", None)
+    parts = list(pre) if isinstance(pre, pre_tokenizers.Sequence) else [pre]
+    return any(isinstance(p, pre_tokenizers.ByteLevel) for p in parts)
