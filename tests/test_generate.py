@@ -305,34 +305,3 @@ def test_memory_is_standardised_before_the_new_cross_attention(tiny_bodies):
     plain.generate = {k: v for k, v in plain.generate.items()
                       if k not in ("label_ids", "memory_norm")}
     assert build_model(plain).head.norm is None
-
-
-def test_memory_statistics_are_recomputed_exactly_before_validation(tiny_bodies):
-    """Before each validation the memory norm gets the exact statistics of the training split's
-    tokens (the running averages lag behind a body that trains, issue 12); a pooled head's
-    FeatureNorm keeps its running ones."""
-    import contextlib
-
-    from transmodal.engine.probe import refresh_memory_statistics
-
-    torch.manual_seed(0)
-    spec = ModelSpec(task="classification", n_outputs=2, in_channels=1, spatial=[24],
-                     body=tiny_bodies["bert"], max_tokens=8, head="generate", head_norm="batch",
-                     generate={"text_body": tiny_bodies["bert"], "labels": ["sine", "square"],
-                               "decode": "constrained"})
-    model = build_model(spec).train()
-    x = torch.randn(10, 1, 24) + 3.0
-    model(x[:4])  # one training batch: the running statistics move 10% of the way
-    refresh_memory_statistics(model, x.numpy(), 4, "cpu", contextlib.nullcontext)
-    assert model.training  # the mode it had
-    with torch.no_grad():
-        model.eval()
-        memory = model.head.norm(model.head.proj(model.features(x)[0]))  # (B, S, D)
-    flat = memory.reshape(-1, memory.shape[-1])
-    assert flat.mean(0).abs().max() < 1e-4
-    assert torch.allclose(flat.std(0), torch.ones(flat.shape[1]), atol=1e-3)
-    linear = build_model(ModelSpec(task="classification", n_outputs=2, in_channels=1, spatial=[24],
-                                   body=tiny_bodies["bert"], max_tokens=8, head_norm="batch"))
-    before = linear.head.norm.running_mean.clone()
-    refresh_memory_statistics(linear, x.numpy(), 4, "cpu", contextlib.nullcontext)
-    assert torch.equal(linear.head.norm.running_mean, before)

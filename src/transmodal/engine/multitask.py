@@ -21,7 +21,6 @@ from torch.utils.data import DataLoader
 
 from .loop import EpochEnd, LoopState, Stage, dataset_of, predict_outputs
 from .optim import build_optimizer, lr_factor
-from .probe import refresh_memory_statistics
 
 
 @dataclass
@@ -79,8 +78,6 @@ class MultiTaskStage(Stage):
         """(mean over tasks of each metric and of the loss, per-task scores)."""
         per: dict[str, dict[str, float]] = {}
         for name, s in self.splits.items():
-            refresh_memory_statistics(self.views[name], s.x_tr, self.eval_batch,
-                                      self.accelerator.device, self.accelerator.autocast)
             raw = predict_outputs(self.views[name], s.x_va, self.eval_batch, self.accelerator)
             loss = float(s.task.loss(torch.from_numpy(raw), torch.from_numpy(s.y_va)))
             per[name] = {**s.task.score_outputs(s.y_va_true, raw), "loss": loss}

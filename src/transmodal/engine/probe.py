@@ -60,39 +60,3 @@ def warm_start_head(model: nn.Module, task: Any, x: Any, y: np.ndarray,
     head.warm_start(*(torch.from_numpy(np.asarray(a, dtype=np.float64))
                       for a in (coef, intercept, mean, std)))
     return f"probe ({detail})"
-
-
-@torch.no_grad()
-def refresh_memory_statistics(model: nn.Module, x: Any, batch_size: int, device: Any,
-                              autocast: Any) -> None:
-    """Give a generate head's memory norm (``TokenNorm``) the exact statistics of the training
-    split's tokens under the current weights; called before every validation (precise BN, Wu
-    and Johnson 2021, "Rethinking 'Batch' in BatchNorm"). ``model``: unwrapped, with ``head``
-    and ``features`` (a single-task model or a multi-task ``TaskView``). Other heads: nothing.
-
-    Why: the running averages (momentum 0.1, three steps an epoch on GunPoint) lag behind a body
-    that trains at the same time, and the norm divides by the small spread between inputs, so
-    the lag shifted every sample's decision alike in eval mode (measured: a one-task GunPoint
-    list at epoch 6 had training loss 0.22 while its own training split scored 0.475 in eval
-    mode, all samples on one side)."""
-    from ..models.heads.pooled import TokenNorm
-
-    norm = getattr(model.head, "norm", None)
-    if not isinstance(norm, TokenNorm):
-        return
-    was_training = model.training
-    model.eval()
-    total = squares = None
-    count = 0
-    for i in range(0, len(x), max(1, batch_size)):
-        xb = torch.from_numpy(np.asarray(x[i: i + batch_size])).to(device)
-        with autocast():
-            hidden, _ = model.features(xb)  # (B, S, D)
-            memory = model.head.proj(hidden)  # (B, S, Dd)
-        flat = memory.reshape(-1, memory.shape[-1]).double()  # (B*S, Dd)
-        total = flat.sum(0) if total is None else total + flat.sum(0)
-        squares = (flat * flat).sum(0) if squares is None else squares + (flat * flat).sum(0)
-        count += flat.shape[0]
-    if count:
-        norm.set_statistics(total, squares, count)
-    model.train(was_training)

@@ -17,7 +17,6 @@ from torch.utils.data import DataLoader
 from .augment import BatchAugment, mixed_loss
 from .loop import EpochEnd, LoopState, Stage, dataset_of, predict_outputs
 from .optim import build_optimizer, lr_factor
-from .probe import refresh_memory_statistics
 
 
 class RefineStage(Stage):
@@ -33,7 +32,6 @@ class RefineStage(Stage):
         weight the training loss, the validation loss and the validation scores."""
         x_tr, y_tr = train
         self.model, self.task, self.val, self.val_true = model, task, val, val_true
-        self.x_tr = x_tr  # a generate head's memory statistics are recomputed on it (end_epoch)
         self.unwrapped = accelerator.unwrap_model(model)  # the module the task's hooks reach into
         self.val_weight = None if weights is None else weights[1]
         # the weights travel with their samples through the shuffled loader (same draws:
@@ -86,8 +84,6 @@ class RefineStage(Stage):
 
             total, count = global_mean_loss(self.accelerator, total, count)
         x_va, y_va = self.val
-        refresh_memory_statistics(self.unwrapped, self.x_tr, self.eval_batch,
-                                  self.accelerator.device, self.accelerator.autocast)
         with self.task.scoring(self.unwrapped, self.val_true):
             raw = predict_outputs(self.model, x_va, self.eval_batch, self.accelerator, shard=True)
         w = () if self.val_weight is None else (self.val_weight,)

@@ -63,16 +63,12 @@ class MultiTaskModel(nn.Module):
             raise ConfigError(f"this run knows no task {name!r}; its tasks are "
                               f"{', '.join(self.tasks)} (--task-name NAME)")
 
-    def features(self, x: torch.Tensor, task: str) -> tuple[torch.Tensor, tuple[int, ...]]:
-        """Task ``task``'s inputs -> body states (B, T + S, D') of [instruction ; input tokens]."""
+    def forward(self, x: torch.Tensor, task: str) -> torch.Tensor:
         tokens = self.embedders[task](x)  # (B, S, D)
         ids = torch.tensor(self.tasks[task]["instruction_ids"], device=tokens.device)
         words = word_embeddings(self.body)(ids).to(tokens.dtype)  # (T, D)
         seq = torch.cat([words.expand(len(x), -1, -1), tokens], 1)  # (B, T + S, D)
-        return self.body.encode(seq, (seq.shape[1],))  # (B, T + S, D')
-
-    def forward(self, x: torch.Tensor, task: str) -> torch.Tensor:
-        hidden, grid = self.features(x, task)
+        hidden, grid = self.body.encode(seq, (seq.shape[1],))  # (B, T + S, D')
         return self.heads[task](hidden, grid)
 
     def pretrained_parameters(self) -> list[nn.Parameter]:
@@ -97,9 +93,6 @@ class TaskView(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x, self.task)
-
-    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
-        return self.model.features(x, self.task)
 
 
 def word_embeddings(body: nn.Module) -> nn.Module:

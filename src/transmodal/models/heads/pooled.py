@@ -40,15 +40,6 @@ class TokenNorm(FeatureNorm):
             out = super().forward(flat)
         return out.view_as(x)
 
-    @torch.no_grad()
-    def set_statistics(self, total: torch.Tensor, squares: torch.Tensor, count: int) -> None:
-        """Running statistics := the exact ones of ``count`` tokens (float64 sums (D,) of the
-        tokens and of their squares); the variance unbiased, as BatchNorm keeps it."""
-        mean = total / count
-        var = (squares - count * mean * mean) / max(count - 1, 1)
-        self.running_mean.copy_(mean.to(self.running_mean.dtype))
-        self.running_var.copy_(var.clamp(min=0).to(self.running_var.dtype))
-
 
 @register_head("pooled")
 class PooledHead(nn.Module):
