@@ -92,12 +92,15 @@ def test_teacher_forcing_matches_the_transformers_model(folders, name):
     torch.manual_seed(0)
     labels = ["sine", "sine wave", "square wave", "saw tooth wave"]
     spec = ModelSpec(task="classification", n_outputs=4, in_channels=1, spatial=[24],
-                     body=folders[name], max_tokens=8, head="generate",
+                     body=folders[name], max_tokens=8, head="generate", head_norm="batch",
                      generate={"text_body": "minilm", "labels": labels, "decode": "constrained"})
     model = build_model(spec).eval()
     head, trie = model.head, model.head.trie
     gen = spec.generate
     assert gen["decoder"] == name
+    # the body's own decoder: no --text-body is recorded, and its pretrained cross-attention
+    # reads the encoder's states as they are (no memory norm even with --head-norm batch)
+    assert gen["text_body"] is None and gen["memory_norm"] == "none" and head.norm is None
     if name == "gpt2":  # one special token: separator, end and pad
         assert gen["start"] == gen["end"] == gen["pad"] == 0 and head.reads_input
         full = transformers.GPT2LMHeadModel.from_pretrained(folders[name]).eval()
@@ -199,3 +202,28 @@ def test_tuning_strategies(folders, name, tune, tmp_path, recwarn):
     if name == "t5":
         assert all("layer_norm" in n for n in trainable)
     assert np.array_equal(transmodal.load(tmp_path / "run").predict_proba(x), run.predict_proba(x))
+
+
+def test_byte_level_labels_are_tokenised_in_their_in_text_form(tmp_path):
+    """Byte-level BPE (GPT-2, BART): a label gets its leading space ("Ġwinter", the form a word
+    has inside a text); a blank label still tokenises to nothing (one clear error)."""
+    from types import SimpleNamespace
+
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from transmodal.errors import DataError
+    from transmodal.models.heads.generate import tokenise_labels
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["a winter day and a summer night"] * 20, vocab_size=300,
+                            min_frequency=1, show_progress=False)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer)
+    tok.save_pretrained(tmp_path / "bpe")
+    decoder = SimpleNamespace(special_ids=lambda t, name: (0, 0, 0))  # the start/end ids only
+    got = tokenise_labels(str(tmp_path / "bpe"), "--body", ["winter", "summer night"], decoder, 16)
+    assert got["label_ids"] == [tok(" winter")["input_ids"], tok(" summer night")["input_ids"]]
+    assert tok.convert_ids_to_tokens(got["label_ids"][0]) == ["Ġwinter"]
+    assert got["label_ids"][0] != tok("winter")["input_ids"]  # without the space: another token
+    with pytest.raises(DataError, match="tokenises to nothing"):
+        tokenise_labels(str(tmp_path / "bpe"), "--body", ["winter", "  "], decoder, 16)

@@ -269,3 +269,39 @@ def test_real_minilm_decoder_on_a_handful_of_samples(tiny_bodies, tmp_path):
     assert sum(p.numel() for p in head.parameters()) > 20_000_000
     loaded = transmodal.load(tmp_path / "run")
     assert np.array_equal(loaded.predict(x), run.predict(x))
+
+
+def test_memory_is_standardised_before_the_new_cross_attention(tiny_bodies):
+    """--head-norm batch (the default): the body's tokens are standardised per feature over the
+    batch before the new cross-attention reads them, so the part every input shares cannot
+    stand in for a label prior (issue 12: without it MiniLM on GunPoint stayed at chance). A
+    model stored before this norm (no ``memory_norm`` in its spec) is rebuilt without it."""
+    from transmodal.models.heads.pooled import TokenNorm
+
+    torch.manual_seed(0)
+    spec = ModelSpec(task="classification", n_outputs=2, in_channels=1, spatial=[24],
+                     body=tiny_bodies["bert"], max_tokens=8, head="generate", head_norm="batch",
+                     generate={"text_body": tiny_bodies["bert"], "labels": ["sine", "square"],
+                               "decode": "constrained"})
+    model = build_model(spec).train()
+    assert isinstance(model.head.norm, TokenNorm) and spec.generate["memory_norm"] == "batch"
+    seen = {}
+    hook = model.head.decoder.bert.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.update(memory=kwargs["encoder_hidden_states"]),
+        with_kwargs=True)
+    model(torch.randn(6, 1, 24) + 5.0)  # inputs with a large common part
+    hook.remove()
+    memory = seen["memory"]  # (B*K, S, D): each sample's memory once per label
+    assert memory.shape[0] == 6 * 2
+    flat = memory.reshape(-1, memory.shape[-1])
+    assert flat.mean(0).abs().max() < 1e-4  # no common part left, in any feature
+    assert torch.allclose(flat.std(0, unbiased=False), torch.ones(flat.shape[1]), atol=1e-2)
+    # stored before the norm existed: no key, no norm (its weights have no statistics)
+    old = ModelSpec.from_dict(spec.to_dict())
+    old.generate = {k: v for k, v in old.generate.items() if k != "memory_norm"}
+    assert build_model(old, rebuild=True).head.norm is None
+    # --head-norm none keeps the memory as the body wrote it
+    plain = ModelSpec.from_dict({**spec.to_dict(), "head_norm": "none"})
+    plain.generate = {k: v for k, v in plain.generate.items()
+                      if k not in ("label_ids", "memory_norm")}
+    assert build_model(plain).head.norm is None

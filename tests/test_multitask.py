@@ -100,6 +100,36 @@ def test_instruction_comes_first_in_the_body_sequence(fitted):
     assert torch.equal(seen["seq"][0, : len(ids)], words)
 
 
+def test_a_one_task_list_builds_what_the_single_task_fit_builds(tiny_bodies, files):
+    """Issue 12's diagnosis: a task list of one task trains the same parameters at the same
+    rates as the single-task generate fit, and both standardise the decoder's memory
+    (--head-norm batch) with statistics of their own task."""
+    from transmodal.engine.optim import build_optimizer
+    from transmodal.models.heads.pooled import TokenNorm
+
+    bert, data = tiny_bodies["bert"], str(files / "waves.npz")
+    opts = dict(body=bert, text_body=bert, epochs=1, baselines="none", **FAST)
+    single = transmodal.fit(data, **opts).model
+    multi = transmodal.fit(tasks=[{"data": data}], **opts).model
+
+    def groups(model):
+        opt = build_optimizer(model, 1e-4, 1e-3, 0.01)
+        return [(g["lr"], len(g["params"]), sum(p.numel() for p in g["params"]))
+                for g in opt.param_groups]
+
+    assert groups(single) == groups(multi)
+    trainable = [sum(p.numel() for p in m.parameters() if p.requires_grad) for m in (single, multi)]
+    assert trainable[0] == trainable[1]
+    assert isinstance(single.head.norm, TokenNorm) and isinstance(multi.heads["waves"].norm, TokenNorm)
+    assert multi.spec.generate["memory_norm"] == "batch"
+    # each task has its own memory statistics (its embedder makes other tokens)
+    two = transmodal.fit(tasks=[{"data": data}, {"data": str(files / "blobs.npz"),
+                                                 "label_texts": str(files / "codes.yaml")}],
+                         **opts).model
+    assert two.heads["waves"].norm is not two.heads["blobs"].norm
+    assert two.heads["waves"].decoder is two.heads["blobs"].decoder
+
+
 def test_save_load_and_cli_predict_with_task_name(fitted, files, tmp_path):
     run, out = fitted
     loaded = transmodal.load(out)

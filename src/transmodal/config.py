@@ -100,8 +100,9 @@ class FitConfig:
                             "fine-tunes: LP-FT) or random", choices="|".join(HEAD_INIT_CHOICES))
     head_norm: str = option("batch", "pooled heads: batch standardises the pooled features before "
                             "the linear layer (BatchNorm without affine, as MAE's linear probe: "
-                            "pretrained features share one large mean direction) or none",
-                            choices="|".join(HEAD_NORM_CHOICES))
+                            "pretrained features share one large mean direction) or none; "
+                            "--head generate: the same for the body's tokens before the BERT "
+                            "decoder's new cross-attention", choices="|".join(HEAD_NORM_CHOICES))
     grad_clip: float = option(1.0, "gradient norm clipping; 0 = off")
     patience: int = option(30, "early stopping on the validation metric, in epochs; 0 = off")
     val_fraction: float = option(0.2, "share of training data held out for validation")

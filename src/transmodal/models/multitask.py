@@ -6,9 +6,11 @@
              -> heads[t]: the shared decoder, restricted to task t's label trie -> (B, K_t, 4)
 
 Every ``heads[t]`` is a ``GenerateHead`` over the *same* decoder and memory projection (the
-modules are shared, not copied): a task owns only its trie (label token ids, no weights) and
-its embedder. So adding a task adds an embedder and a trie, never a head. The tied, shared
-tensors are stored once (``model.tied_duplicates``).
+modules are shared, not copied): a task owns only its trie (label token ids, no weights), its
+memory statistics (``--head-norm batch``: a TokenNorm's running mean and variance, buffers, no
+weights: each task's embedder makes other tokens) and its embedder. So adding a task adds an
+embedder and a trie, never a head. The tied, shared tensors are stored once
+(``model.tied_duplicates``).
 
 The instruction's token ids are fixed per task (tokenised once by the body's own tokenizer,
 ``text_tower.load_tokenizer``) and stored in the model file; the word embeddings they index are
@@ -137,8 +139,9 @@ def add_task_modules(model: MultiTaskModel, task: dict[str, Any], shared: nn.Mod
     if "label_ids" not in gen:  # a new task: its labels in the decoder's vocabulary
         gen.update(label_tokens({**model.spec.generate, **gen}, shared.decoder, model.body, spec))
     trie = LabelTrie(gen["label_ids"], gen["start"], gen["end"], gen["pad"])
-    head = GenerateHead(model.body.out_dim, shared.decoder, trie, model.spec.generate["decode"])
-    head.proj = shared.proj  # one memory projection for every task
+    head = GenerateHead(model.body.out_dim, shared.decoder, trie, model.spec.generate["decode"],
+                        model.spec.generate.get("memory_norm", "none"))
+    head.proj = shared.proj  # one memory projection for every task; its own memory statistics
     model.embedders[task["name"]] = embedder
     model.heads[task["name"]] = head
     model.tasks[task["name"]] = task
@@ -159,7 +162,8 @@ def build_multitask(spec: ModelSpec, tasks: list[dict[str, Any]], rebuild: bool 
     head = build_head("generate", body, embedder.grid, first_spec)  # warm start (or the stored config)
     gen = first_spec.generate
     first["generate"].update({k: gen[k] for k in ("label_ids", "start", "end", "pad")})
-    spec.generate = {k: gen[k] for k in ("text_body", "decode", "decoder_config", "decoder") if k in gen}
+    spec.generate = {k: gen[k] for k in ("text_body", "decode", "decoder_config", "decoder",
+                                         "memory_norm") if k in gen}
     model = MultiTaskModel(body, {first["name"]: embedder}, {first["name"]: head}, spec, [])
     model.tasks[first["name"]] = first
     _check_tokens(body, first, embedder)

@@ -118,6 +118,7 @@ def fit_multitask(cfg: FitConfig, arrays: dict[int, tuple[Any, Any]], out: str |
     spec = ModelSpec(task="classification", n_outputs=0, in_channels=0, spatial=[], body=cfg.body,
                      pretrained=cfg.tune != "scratch", max_tokens=cfg.max_tokens,
                      attention_dropout=cfg.attention_dropout, embedder=cfg.embedder, head="generate",
+                     head_norm=cfg.head_norm,
                      generate={"text_body": cfg.text_body, "decode": cfg.decode})
     model = build_multitask(spec, [task_meta(p, cfg.body) for p in prepared])
     apply_tuning(model, cfg.tune)

@@ -27,6 +27,20 @@ class FeatureNorm(nn.BatchNorm1d):
         return super().forward(x)
 
 
+class TokenNorm(FeatureNorm):
+    """FeatureNorm over every token of a batch: (B, S, D) standardised per feature, statistics
+    over B*S tokens (the generate head's memory). A training batch of one sample uses the
+    running statistics: its own would erase what sets it apart (its mean over tokens)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])  # (B*S, D)
+        if self.training and x.shape[0] < 2:
+            out = F.batch_norm(flat, self.running_mean, self.running_var, training=False, eps=self.eps)
+        else:
+            out = super().forward(flat)
+        return out.view_as(x)
+
+
 @register_head("pooled")
 class PooledHead(nn.Module):
     """Mean over tokens, [FeatureNorm], then one linear layer: (B, S, D) -> (B, K)."""
