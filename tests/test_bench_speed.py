@@ -1,0 +1,32 @@
+"""``transmodal bench speed``: the table's rows and columns, and ratios consistent with MFU."""
+
+import math
+
+from transmodal.bench import train_speed
+
+
+def test_speed_bench_quick_table(capsys):
+    assert train_speed.main(["--quick", "--threads", "1", "--profile"]) == 0
+    out = capsys.readouterr().out
+    assert "| tokens | path | s/step | GFLOP/step | GFLOP/s | MFU | vs bare fp32 |" in out
+    for path in ("dense matmul fp32", "bare torch step fp32", "bare torch step bf16 autocast",
+                 "transmodal refine step", "transmodal refine epoch"):
+        assert path in out
+    assert "largest gap first" in out and "| total (refine)" in out and "| total (bare)" in out
+
+
+def test_speed_rows_consistent(tiny_bodies):
+    res = train_speed.measure(str(tiny_bodies["bert"]), tokens=8, batch_size=2, steps=2,
+                              rounds=1, n_val=2, bf16_steps=1, length=24)
+    assert res["tokens"] == 8 and res["refine_profile"] is None
+    rate, bare, *rest = res["rows"]
+    assert rate["gflops_s"] > 0 and bare["vs_bare"] == 1.0
+    for r in [bare, *rest]:
+        assert math.isfinite(r["mfu"]) and r["mfu"] > 0
+        assert math.isclose(r["gflops_s"], r["gflop_step"] / r["s_step"])
+        assert math.isclose(r["mfu"], r["gflops_s"] / rate["gflops_s"])
+        # speed against the bare step per unit of work = the MFU ratio
+        assert math.isclose(r["vs_bare"], r["mfu"] / bare["mfu"])
+    step, epoch = rest[1], rest[2]
+    assert step["gflop_step"] == bare["gflop_step"]  # the same model and batch
+    assert epoch["gflop_step"] > step["gflop_step"]  # + the validation forward passes
