@@ -9,7 +9,7 @@ def test_speed_bench_quick_table(capsys):
     assert train_speed.main(["--quick", "--threads", "1", "--profile"]) == 0
     out = capsys.readouterr().out
     assert "| tokens | path | s/step | GFLOP/step | GFLOP/s | MFU | vs bare fp32 |" in out
-    for path in ("dense matmul fp32", "bare torch step fp32", "bare torch step bf16 autocast",
+    for path in ("dense matmul fp32", "bare torch step fp32", "fused AdamW", "bf16 autocast",
                  "transmodal refine step", "transmodal refine epoch"):
         assert path in out
     assert "largest gap first" in out and "| total (refine)" in out and "| total (bare)" in out
@@ -27,6 +27,6 @@ def test_speed_rows_consistent(tiny_bodies):
         assert math.isclose(r["mfu"], r["gflops_s"] / rate["gflops_s"])
         # speed against the bare step per unit of work = the MFU ratio
         assert math.isclose(r["vs_bare"], r["mfu"] / bare["mfu"])
-    step, epoch = rest[1], rest[2]
+    step, epoch = rest[2], rest[3]
     assert step["gflop_step"] == bare["gflop_step"]  # the same model and batch
     assert epoch["gflop_step"] > step["gflop_step"]  # + the validation forward passes
