@@ -95,7 +95,7 @@ class _Interleave(Callback):
 
 def measure(body: str, tokens: int, batch_size: int, steps: int, rounds: int, n_val: int,
             bf16_steps: int = 2, profile: bool = False, clock: Callable[[], float] = time.perf_counter,
-            length: int = LENGTH) -> dict[str, Any]:
+            length: int = LENGTH, fused_adamw: bool = False) -> dict[str, Any]:
     """Rows of the table (and profiles when asked) for one token budget; see the module doc."""
     from ..config import FitConfig
     from ..engine.callbacks import standard_callbacks
@@ -117,7 +117,8 @@ def measure(body: str, tokens: int, batch_size: int, steps: int, rounds: int, n_
                      body=body, max_tokens=tokens, head_norm="batch")
     # one warm-up epoch, ``rounds`` timed ones, and the profiled one
     cfg = FitConfig(body=body, batch_size=batch_size, epochs=rounds + 1 + int(profile),
-                    max_tokens=tokens, patience=0, device="cpu", precision="fp32")
+                    max_tokens=tokens, patience=0, device="cpu", precision="fp32",
+                    fused_adamw=fused_adamw)
     accelerator, _ = make_accelerator("cpu", "fp32")
     torch.manual_seed(0)
     ours = accelerator.prepare(build_model(spec))
@@ -189,8 +190,9 @@ def measure(body: str, tokens: int, batch_size: int, steps: int, rounds: int, n_
     rows.append(row("bare torch step fp32, fused AdamW", statistics.median(times["fused"]),
                     step_flops))
     rows.append(row("bare torch step bf16 autocast", statistics.median(times["bf16"]), step_flops))
-    rows.append(row("transmodal refine step", statistics.median(ref_steps), step_flops))
-    rows.append(row(f"transmodal refine epoch / {steps} steps (+ validation of {n_val}, "
+    ours_name = "transmodal refine" + (" (--fused-adamw)" if fused_adamw else "")
+    rows.append(row(f"{ours_name} step", statistics.median(ref_steps), step_flops))
+    rows.append(row(f"{ours_name} epoch / {steps} steps (+ validation of {n_val}, "
                     "best copy)", statistics.median(epoch_s) / steps,
                     step_flops + n_val * fwd_per_sample / steps))
     for r in rows[1:]:  # speed against the bare fp32 step per unit of model work (= MFU ratio)
@@ -264,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "machine, with 1 thread, what the thread achieves while it runs)")
     p.add_argument("--profile", action="store_true",
                    help="also print torch.profiler tables of one refine epoch and the bare steps")
+    p.add_argument("--fused-adamw", action="store_true",
+                   help="the refine stage with fit's --fused-adamw")
     p.add_argument("--quick", action="store_true",
                    help="a test-sized run: a tiny random BERT, 16 tokens, batch 4, 2 steps, 1 round")
     args = p.parse_args(argv)
@@ -283,7 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.bf16_steps = 1
         clock = time.process_time if args.clock == "process" else time.perf_counter
         results = [measure(args.body, n, args.batch_size, args.steps, args.rounds, args.n_val,
-                           args.bf16_steps, args.profile, clock) for n in args.tokens]
+                           args.bf16_steps, args.profile, clock, fused_adamw=args.fused_adamw)
+                   for n in args.tokens]
     print(f"training speed: body {Path(args.body).name if args.quick else args.body}, batch "
           f"{args.batch_size}, series of length {LENGTH}, {torch.get_num_threads()} threads, "
           f"fp32 unless named; {args.clock} clock; median over {args.rounds} rounds of {args.steps} "
