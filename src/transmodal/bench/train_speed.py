@@ -8,14 +8,15 @@ it) and GunPoint-like random series (length 150, two classes), rounds interleave
   fp32 (torch's default AdamW, and fused AdamW) and bf16 autocast, on one fixed batch;
 - transmodal's refine stage itself (``RefineStage`` under ``run_stage`` with fit's callbacks:
   DataLoader, grad clipping, scheduler, validation, best-weights copy), one epoch per round,
-  each step timed from one batch request to the next.
+  each step timed from one batch request to the next, a bare fp32 step after each of its steps.
 
 The first round is warm-up. Each path reports the median s/step, the model FLOPs of a step
 (``FlopCounterMode``: matmuls and attention), MFU = FLOP/s over the matmul rate, and its speed
 against the bare fp32 step. ``--profile`` adds torch.profiler tables (self CPU time) of one
 refine epoch and of as many bare steps.
 
-    transmodal bench speed [--tokens 32 64] [--batch-size 16] [--threads 1] [--quick]
+    transmodal bench speed [--tokens 32 64] [--batch-size 16] [--threads 1] [--clock process]
+                           [--fused-adamw] [--profile] [--quick]
 """
 
 from __future__ import annotations
