@@ -102,7 +102,7 @@ def test_bare_bench_prints_its_help_and_starts_nothing(monkeypatch, capsys):
     assert main(["bench"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: transmodal bench")
-    for name in ("suite", "align", "tune", "ablate", "precision"):
+    for name in ("suite", "align", "tune", "ablate", "precision", "speed"):
         assert f"\n  {name} " in out, name
 
 

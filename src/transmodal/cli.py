@@ -639,6 +639,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 # benchmark name -> module in transmodal.bench with a main(argv) -> int | None
 BENCHMARKS = {"suite": "suite", "align": "align_speed", "tune": "tune", "ablate": "ablate",
+              "speed": "train_speed",
               "precision": "precision", "zeroshot": "zeroshot", "defaults": "defaults",
               "memory": "memory", "predict": "predict_speed", "multitask": "multitask"}
 BENCHMARK_HELP = {
@@ -648,6 +649,7 @@ BENCHMARK_HELP = {
     "tune": "the --tune transfer strategies side by side",
     "ablate": "align epochs x seeds on one data set (--data SPEC)",
     "precision": "fp32 vs bf16 train steps on this machine",
+    "speed": "training steps: transmodal's refine loop vs a bare torch loop vs the matmul rate",
     "zeroshot": "contrastive runs: zero-shot on unseen word combinations, retrieval, k-shot probes",
     "predict": "prediction throughput: Run.predict_proba and transmodal's loop vs a bare torch loop",
     "multitask": "one --head generate model on several sets vs one linear model per set, same budget",

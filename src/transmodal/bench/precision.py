@@ -32,17 +32,24 @@ def time_steps(body: str, tokens: int, batch_size: int, repeats: int, device: st
     for i in range(repeats + 1):  # the first round is warm-up
         for name in ("fp32", "bf16"):
             t0 = time.perf_counter()
-            with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=name == "bf16"):
-                out = model(x)
-            loss = F.cross_entropy(out.float(), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if device == "cuda":
-                torch.cuda.synchronize()
+            bare_step(model, opt, x, y, bf16=name == "bf16")
             if i > 0:
                 times[name].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bare_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
+              y: torch.Tensor, bf16: bool = False) -> None:
+    """One plain training step (forward, cross-entropy, backward, optimizer step), nothing
+    else: the reference that ``bench precision`` and ``bench speed`` time transmodal against."""
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = model(x)  # (B, classes)
+    loss = F.cross_entropy(out.float(), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if x.device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -52,7 +52,8 @@ class MultiTaskStage(Stage):
         self.loaders = {s.name: DataLoader(dataset_of(s.x_tr, torch.from_numpy(s.y_tr)),
                                            batch_size=cfg.batch_size, shuffle=True, generator=gen)
                         for s in splits}
-        optimizer = build_optimizer(self.unwrapped, cfg.lr, cfg.head_lr, cfg.weight_decay)
+        optimizer = build_optimizer(self.unwrapped, cfg.lr, cfg.head_lr, cfg.weight_decay,
+                                    cfg.fused_adamw)
         steps = cfg.epochs * sum(len(loader) for loader in self.loaders.values())
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_factor(steps, cfg.warmup, cfg.schedule))

@@ -55,7 +55,7 @@ class RefineStage(Stage):
             self.generators["augment"] = self.augment.generator
         loader = DataLoader(dataset_of(x_tr, *tensors), batch_size=cfg.batch_size, shuffle=True, generator=gen)
         optimizer = build_optimizer(accelerator.unwrap_model(model), cfg.lr, cfg.head_lr,
-                                    cfg.weight_decay)
+                                    cfg.weight_decay, cfg.fused_adamw)
         # optimizer steps per process: the prepared loader gives each of N processes every
         # N-th batch (the last ones padded), so the schedule spans ceil(batches / N) per epoch
         steps = cfg.epochs * -(-len(loader) // accelerator.num_processes)
