@@ -33,7 +33,9 @@ what its targets are (``Task.augment_targets``) and :func:`check_task` applies t
   position-wise input->target map, e.g. per-step labelling or denoising; a PDE solution
   operator such as Burgers' is not one. roll assumes only that the map commutes with
   translation on a periodic domain, which every constant-coefficient PDE on a periodic domain
-  does (Burgers, heat): each training pair then stands for all its shifts.
+  does (Burgers, heat): each training pair then stands for all its shifts. Measured on the
+  suite's Burgers set (15 epochs, 32 tokens): test relative L2 0.183 -> 0.176 (seed 0) and
+  0.172 -> 0.163 (seed 1), a small gain while the model still underfits (README).
 
 Randomness comes from one ``torch.Generator`` on the batch's device, seeded from ``--seed``;
 the refine stage saves and restores it with its checkpoints (``RefineStage.generators``), so a
