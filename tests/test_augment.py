@@ -94,7 +94,7 @@ def test_cutmix_pastes_one_segment_and_weights_the_loss_by_its_share():
     assert lam == pytest.approx(1 - pasted.sum().item() / 40)
 
 
-@pytest.mark.parametrize("name", ["time-warp", "window-slice", "mixup", "cutmix"])
+@pytest.mark.parametrize("name", ["roll", "time-warp", "window-slice", "mixup", "cutmix"])
 @pytest.mark.parametrize("spatial", [(32,), (9, 11)])
 def test_geometric_transforms_move_a_field_target_alike(name, spatial):
     x, _ = batch(spatial)
@@ -105,8 +105,42 @@ def test_geometric_transforms_move_a_field_target_alike(name, spatial):
     assert torch.equal(yo2, x) and not torch.equal(xo2, x)  # noise on the input only
 
 
+@pytest.mark.parametrize("spatial", [(32,), (9, 11)])
+def test_roll_is_an_exact_circular_shift_per_sample(spatial):
+    """Every sample is its own torch.roll (no interpolation), the shifts differ between
+    samples, and a field target gets the same shift."""
+    x, _ = batch(spatial)
+    y = -2 * x[:, :1]
+    xo, yo, _ = BatchAugment("roll", "fields", "cpu", 3)(x, y)
+    dims = tuple(range(1, 1 + len(spatial)))
+    shifts = []
+    for xi, xoi, yoi, yi in zip(x, xo, yo, y):
+        found = [s for s in np.ndindex(*spatial)
+                 if torch.equal(torch.roll(xi, tuple(-v for v in s), dims), xoi)]
+        assert len(found) == 1  # exactly one shift reproduces the sample
+        assert torch.equal(torch.roll(yi, tuple(-v for v in found[0]), dims), yoi)
+        shifts.append(found[0])
+    assert len(set(shifts)) > 1
+
+
+def test_roll_on_a_dense_fit_is_seeded_and_saved(tiny_bodies, tmp_path):
+    """A dense fit with --augment roll: the same seed gives the same model, the run folder
+    predicts what the fitted run predicts, and it differs from a fit without it."""
+    g = np.random.default_rng(0)
+    x = g.standard_normal((40, 1, 32)).astype(np.float32)
+    y = (x + np.roll(x, 1, axis=2)).astype(np.float32)  # a periodic, shift-equivariant map
+    opts = dict(task="dense", body=tiny_bodies["bert"], epochs=2, seed=0, **FAST)
+    run = transmodal.fit((x, y), out=tmp_path / "run", augment="roll", **opts)
+    pred = run.predict(x)
+    assert pred.shape == y.shape
+    assert np.array_equal(pred, transmodal.fit((x, y), augment="roll", **opts).predict(x))
+    assert np.array_equal(pred, transmodal.load(tmp_path / "run").predict(x))
+    assert not np.array_equal(pred, transmodal.fit((x, y), augment="none", **opts).predict(x))
+
+
 def test_parse_normalises_order_and_old_booleans():
     assert parse_augment("jitter, time-warp") == "time-warp,jitter"  # application order
+    assert parse_augment("jitter,roll") == "roll,jitter"
     assert parse_augment(True) == "flip-crop" and parse_augment(False) == "none"
     assert parse_augment(None) == "none" and parse_augment("none") == "none"
     # an old config.yaml / estimator param: augment true|false
@@ -140,6 +174,7 @@ def test_cli_bad_augment_exit_2_one_line(capsys, tmp_path):
 @pytest.mark.parametrize("task, augment, message", [
     ("regression", "scaling", "regression allows jitter only"),
     ("regression", "mixup", "regression allows jitter only"),
+    ("regression", "roll", "regression allows jitter only"),
     ("dense", "magnitude-warp", "dense tasks allow"),
 ])
 def test_task_refuses_transforms_that_break_its_targets(tiny_bodies, toy_series, tmp_path, task,

@@ -130,8 +130,9 @@ class FitConfig:
     image_size: int | None = option(None, "CNN bodies: resize images to this side; default 64 "
                                     "(CPU speed)")
     augment: str = option("none", "transforms of training batches (refine stage), a comma list: "
-                          "series/fields: jitter, scaling, magnitude-warp, time-warp, "
-                          "window-slice, mixup, cutmix (which ones a task allows: README); CNN "
+                          "series/fields: roll (circular shift: periodic data), jitter, scaling, "
+                          "magnitude-warp, time-warp, window-slice, mixup, cutmix (which ones a "
+                          "task allows: README); CNN "
                           "image bodies: flip-crop (random flip + resized crop)")
     embedder: str = option("patch", "token bodies: how inputs become tokens: patch (strided conv, "
                            "kernel = patch), overlap (kernel = 2 x patch, same tokens), conv (a "

@@ -2,6 +2,8 @@
 
 Series and fields for token bodies, (B, C, L) or (B, C, H, W), standardised inputs:
 
+  roll            a circular shift of every spatial axis by a random whole number of steps,
+                  per sample (periodic data: a field on a periodic domain, a cyclic series)
   time-warp       smooth monotone resampling of every spatial axis (Um et al. 2017)
   window-slice    a random window of 90% of each axis, stretched back to full size
   magnitude-warp  a smooth random curve (surface) ~1 +- 0.2, multiplied in, per channel
@@ -25,10 +27,15 @@ what its targets are (``Task.augment_targets``) and :func:`check_task` applies t
   with noise ~ Tikhonov regularisation, Bishop 1995); every other transform changes what a
   regression target may depend on (amplitude, duration, the sample itself).
 - ``fields`` (dense, per-position targets): the geometric ones transform the target with the
-  same random draw (time-warp, window-slice, cutmix resample or paste it; mixup mixes it), and
-  jitter; scaling and magnitude-warp are refused (they change the input amplitude but not
-  the target's). The geometric ones assume a position-wise (equivariant) input->target map,
-  e.g. per-step labelling or denoising; a PDE solution operator such as Burgers' is not one.
+  same random draw (roll, time-warp, window-slice, cutmix shift, resample or paste it; mixup
+  mixes it), and jitter; scaling and magnitude-warp are refused (they change the input
+  amplitude but not the target's). time-warp, window-slice, cutmix and mixup assume a
+  position-wise input->target map, e.g. per-step labelling or denoising; a PDE solution
+  operator such as Burgers' is not one. roll assumes only that the map commutes with
+  translation on a periodic domain, which every constant-coefficient PDE on a periodic domain
+  does (Burgers, heat): each training pair then stands for all its shifts. Measured on the
+  suite's Burgers set (15 epochs, 32 tokens): test relative L2 0.183 -> 0.176 (seed 0) and
+  0.172 -> 0.163 (seed 1), a small gain while the model still underfits (README).
 
 Randomness comes from one ``torch.Generator`` on the batch's device, seeded from ``--seed``;
 the refine stage saves and restores it with its checkpoints (``RefineStage.generators``), so a
@@ -48,14 +55,14 @@ from ..errors import ConfigError
 IMAGE_TRANSFORMS = ("flip-crop",)
 # application order; "geometric" transforms move values along the grid, so a field target
 # must move with them
-SERIES_TRANSFORMS = ("time-warp", "window-slice", "magnitude-warp", "scaling", "jitter",
+SERIES_TRANSFORMS = ("roll", "time-warp", "window-slice", "magnitude-warp", "scaling", "jitter",
                      "mixup", "cutmix")
 MIXES = ("mixup", "cutmix")
 ALLOWED = {  # Task.augment_targets -> transforms that keep (input, target) pairs valid
     "labels": SERIES_TRANSFORMS,
     "texts": tuple(n for n in SERIES_TRANSFORMS if n not in MIXES),
     "values": ("jitter",),
-    "fields": ("time-warp", "window-slice", "jitter", "mixup", "cutmix"),
+    "fields": ("roll", "time-warp", "window-slice", "jitter", "mixup", "cutmix"),
 }
 WHY_NOT = {
     "texts": "the contrastive loss couples the samples of a batch, so a mixed sample has no "
@@ -179,6 +186,26 @@ class BatchAugment:
         return x, y, mix
 
     # ------------------------------------------------------------------ geometric
+    def roll(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shift each sample by its own random whole number of steps along every spatial axis,
+        wrapping around (exact: no interpolation); a field target moves with its input."""
+        b, spatial = len(x), x.shape[2:]
+        index = []  # per axis: (B, n) source positions of each output position
+        for n in spatial:
+            shift = torch.randint(n, (b, 1), generator=self.generator, device=x.device)
+            index.append((torch.arange(n, device=x.device) + shift) % n)  # (B, n)
+        return self._gather(x, index), (self._gather(y, index) if self.fields else y)
+
+    @staticmethod
+    def _gather(v: torch.Tensor, index: list[torch.Tensor]) -> torch.Tensor:
+        """v (B, C, *S) read at per-sample positions ``index`` (one (B, n) tensor per axis)."""
+        b, c = v.shape[:2]
+        if len(index) == 1:
+            return v.gather(2, index[0][:, None].expand(b, c, -1))
+        ih, iw = index
+        v = v.gather(2, ih[:, None, :, None].expand(b, c, -1, v.shape[3]))
+        return v.gather(3, iw[:, None, None, :].expand(b, c, v.shape[2], -1))
+
     def _resample(self, x: torch.Tensor, y: torch.Tensor, coords: list[torch.Tensor]
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample x (and a field y) at per-sample positions ``coords`` ((B, n) in [-1, 1], one
@@ -261,7 +288,7 @@ class BatchAugment:
 
 
 TRANSFORMS: dict[str, Callable] = {
-    "time-warp": BatchAugment.time_warp, "window-slice": BatchAugment.window_slice,
+    "roll": BatchAugment.roll, "time-warp": BatchAugment.time_warp, "window-slice": BatchAugment.window_slice,
     "magnitude-warp": BatchAugment.magnitude_warp, "scaling": BatchAugment.scaling,
     "jitter": BatchAugment.jitter,
 }
