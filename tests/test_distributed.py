@@ -123,6 +123,12 @@ def test_two_process_run_killed_then_resumed_is_bit_identical(no_dropout_bert, n
     run, ref = tmp_path / "run", tmp_path / "ref"
     _kill_after_epochs(_torchrun([*args, "--out", str(run)], env), run, 3)
     assert not (run / "summary.json").exists() and (run / "checkpoint" / "checkpoint.pt").exists()
+    _resume_equals_uninterrupted(args, env, run, ref)
+
+
+def _resume_equals_uninterrupted(args: list[str], env: dict[str, str], run: Path, ref: Path) -> None:
+    """Resume the killed 2-process ``run``, train ``ref`` uninterrupted with ``args``: every logged
+    record (but its wall time) and every score must be equal."""
     resumed = _torchrun(["--resume", str(run), "--quiet"], env)
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-3000:]
     whole = _torchrun([*args, "--out", str(ref)], env)

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from test_distributed import (_kill_after_epochs, _records, _torchrun,  # noqa: F401 (fixtures)
-                              no_dropout_bert, npz40)
+from test_distributed import (_kill_after_epochs, _records, _resume_equals_uninterrupted,  # noqa: F401
+                              _torchrun, no_dropout_bert, npz40)  # (the last two are fixtures)
 
 from transmodal.cli import main
 from transmodal.engine.distributed import meta_twin
@@ -87,13 +87,7 @@ def test_fsdp_run_killed_then_resumed_is_bit_identical(no_dropout_bert, npz40, t
     assert ckpt["sharded"] and ckpt["stage"] == "refine" and ckpt["processes"] == 2
     # full tensors under the bare model's names, written by the main process alone
     assert "head.fc.weight" in ckpt["model"] and not any("_local" in k for k in ckpt["model"])
-    resumed = _torchrun(["--resume", str(run), "--quiet"], ENV)
-    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-3000:]
-    whole = _torchrun([*args, "--out", str(ref)], ENV)
-    assert whole.wait(timeout=600) == 0, whole.stderr.read()[-3000:]
-    assert _records(run) == [{**r, "seconds": x["seconds"]} for r, x in zip(_records(ref), _records(run))]
-    a, b = (json.loads((d / "summary.json").read_text()) for d in (run, ref))
-    assert a["metrics"] == b["metrics"] and a["resumed_from"]["stage"] == "refine"
+    _resume_equals_uninterrupted(args, ENV, run, ref)
 
 
 def test_fsdp_in_one_process_is_refused(tiny_bodies, npz40, tmp_path, capsys):
