@@ -64,6 +64,10 @@ def option(default: Any, help: str, *, choices: str | None = None, group: str = 
                                             "flag": flag})
 
 
+# declared field types whose values FitConfig coerces from text (``_coerce_numbers``)
+NUMBER_TYPES = {"int": int, "int | None": int, "float": float, "float | None": float}
+
+
 @dataclass
 class FitConfig:
     """All options of one fit. Defaults are the offline CPU defaults (see DESIGN.md)."""
@@ -264,7 +268,7 @@ class FitConfig:
         string; ``bench defaults --fit`` parses with YAML too); a count must be whole (``epochs: 1.5``
         would otherwise reach ``range``)."""
         for f in dataclasses.fields(self):
-            kind = {"int": int, "int | None": int, "float": float, "float | None": float}.get(f.type)
+            kind = NUMBER_TYPES.get(f.type)
             value = getattr(self, f.name)
             if kind is None or not isinstance(value, (str, float)) or type(value) is kind:
                 continue

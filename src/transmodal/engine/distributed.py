@@ -111,13 +111,15 @@ def check_sharding(distributed: str, accelerator: Any, model: torch.nn.Module) -
             "itself; accelerate's FSDP plugin runs on GPUs only (on CPU it silently trains DDP) "
             "and prepares one optimizer, each of our stages has its own. Launch without "
             "--use_fsdp and pass --distributed fsdp")
-    if distributed == "fsdp" and accelerator.num_processes < 2:
+    if distributed != "fsdp":
+        return
+    if accelerator.num_processes < 2:
         raise ConfigError(
             "--distributed fsdp shards the model over several processes but this launch has "
             "one; start it with `torchrun --nproc-per-node N -m transmodal.cli fit ...` (N >= 2), "
             "or drop --distributed fsdp")
     scalars = [n for n, p in model.named_parameters() if p.dim() == 0]
-    if distributed == "fsdp" and scalars:
+    if scalars:
         raise ConfigError(
             f"--distributed fsdp: this model has scalar parameters ({', '.join(scalars[:3])}), "
             "which FSDP2 cannot shard (e.g. --objective contrastive's temperature); use "
