@@ -11,7 +11,7 @@ import torch
 import transmodal
 from transmodal.errors import ConfigError, DataError
 from transmodal.run.members import fold_splits, plan_members
-from transmodal.run.rival import Rival, choose_blend, fit_temperature, out_of_fold
+from transmodal.run.rival import Rival, choose_blend, describe_choice, fit_temperature, out_of_fold
 from transmodal.tasks import get_task
 
 
@@ -168,6 +168,24 @@ def test_temperature_and_blend_choice():
     assert choice["rival"] is None and choice["model_weight"] == 1.0
 
 
+def test_blend_must_beat_the_incumbent_baseline_clearly():
+    # the winner's curse: the best of 21 candidates on a few samples beats the baseline by luck
+    y = np.arange(40) % 2
+    task = get_task("classification").fit_targets(np.zeros((40, 1, 4)), y)
+    mr = np.where(np.eye(2)[y] > 0, 0.5, -0.5).astype(np.float32)  # right, p = 0.73, on every sample
+    lucky = mr.copy()
+    lucky[0] *= 8  # far surer on one sample only: a lower mean loss, one standard error of it
+    choice = choose_blend(task, y, y, lucky, {"minirocket": mr, "linear": mr})
+    assert choice["best_candidate"]["rival"] is None and choice["loss_gain"] > 0
+    assert choice["loss_gain"] < choice["guard_z"] * choice["loss_gain_se"]
+    assert (choice["rival"], choice["model_weight"]) == ("minirocket", 0.0)  # the incumbent stays
+    assert "under the 1.64 standard errors" in describe_choice(choice)
+    surer = 3 * mr  # surer on every sample: a clear, consistent gain
+    choice = choose_blend(task, y, y, surer, {"minirocket": mr, "linear": mr})
+    assert choice["rival"] is None and choice["model_weight"] == 1.0
+    assert "the transformer alone" in describe_choice(choice)
+
+
 def test_out_of_fold_rival_never_sees_its_fold(toy_series):
     x, y = toy_series
     x = x[:, None, :]
@@ -196,6 +214,11 @@ def test_auto_method_fit_save_load(tiny_bodies, toy_series, tmp_path):
     assert not {f for f in files if f.endswith((".pkl", ".pickle", ".joblib"))}
     plan = json.loads((tmp_path / "auto/ensemble.json").read_text())
     assert plan["model_weight"] == pytest.approx(run.model_weight)
+    with np.load(tmp_path / "auto/out_of_fold.npz", allow_pickle=False) as oof:
+        assert set(oof.files) == {"y", "model", "minirocket", "linear"}
+        assert len(oof["y"]) == len(y)
+        for name, score in auto["out_of_fold"].items():  # the stored outputs are what was compared
+            assert (oof[name].argmax(1) == oof["y"]).mean() == pytest.approx(score)
 
 
 def test_resume_of_a_member_run_is_refused(tiny_bodies, toy_series, tmp_path):

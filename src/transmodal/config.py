@@ -158,7 +158,8 @@ class FitConfig:
                            "their probabilities (or values)")
     method: str = option("model", "model: the transformer alone; auto: also fit MiniRocket and "
                          "the linear baseline, compare them out-of-fold on the training data only "
-                         f"(--folds, default {AUTO_FOLDS}) and keep the winner or a blend",
+                         f"(--folds, default {AUTO_FOLDS}); MiniRocket (series) is kept unless the "
+                         "transformer or a blend beats it clearly out of fold",
                          choices="|".join(METHOD_CHOICES))
     # --- language as the interface (CLIP): README "Zero-shot"
     objective: str = option("supervised", "supervised: a head per task; contrastive: bind the "

@@ -225,6 +225,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
 
     # --- rivals (--method auto): compared out-of-fold on the training data only
     rival, choice, model_weight, t_rival = None, None, 1.0, 0.0
+    rival_oof: dict[str, np.ndarray] = {}
     metrics: dict[str, Any] = {}
     if members is not None and cfg.folds:
         oof = out_of_fold_outputs(task, members, oof_parts, len(y_train))
@@ -232,10 +233,12 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         metrics["val"] = task.score(y_train, task.decode(oof))  # out-of-fold: every sample once
         if cfg.method == "auto":
             t0 = time.perf_counter()
-            rival, choice = _choose_rival(task, cfg, ds, y_enc, oof, members, progress)
+            rival, choice, rival_oof = _choose_rival(task, cfg, ds, y_enc, oof, members, progress)
             model_weight = choice["model_weight"] if rival is not None else 1.0
             t_rival = time.perf_counter() - t0
             _note(notes, progress, describe_choice(choice))
+        if folder is not None:  # for the user's own comparisons (nothing is chosen on the test split)
+            folder.write_out_of_fold(y_enc, {"model": oof, **rival_oof})
     elif members is not None:
         metrics["val"] = _mean_scores([r["val"] for r in member_rows])
     else:
@@ -397,9 +400,10 @@ def several_members(cfg: FitConfig) -> bool:
 
 
 def _choose_rival(task: Any, cfg: FitConfig, ds: Any, y_enc: np.ndarray, oof: np.ndarray,
-                  members: list[Any], progress: bool) -> tuple[Any, dict[str, Any]]:
-    """--method auto: the rivals' out-of-fold outputs on the members' folds, the best blend,
-    and the chosen rival refitted on all training data (None when the transformer alone won)."""
+                  members: list[Any], progress: bool
+                  ) -> tuple[Any, dict[str, Any], dict[str, np.ndarray]]:
+    """--method auto: the chosen rival refitted on all training data (None when the
+    transformer alone won), the choice, and the rivals' out-of-fold outputs on the members' folds."""
     from .rival import Rival, choose_blend, out_of_fold, rival_names
 
     folds = [(m.train, m.val) for m in members if m.seed == members[0].seed]
@@ -411,9 +415,9 @@ def _choose_rival(task: Any, cfg: FitConfig, ds: Any, y_enc: np.ndarray, oof: np
         rival_oof[name], temps[name] = out_of_fold(name, ds.x_train, y_enc, classify, folds, cfg.seed)
     choice = choose_blend(task, ds.y_train, y_enc, oof, rival_oof)
     if choice["rival"] is None:
-        return None, choice
+        return None, choice, rival_oof
     name = choice["rival"]
-    return Rival.fit(name, ds.x_train, y_enc, classify, cfg.seed, temps[name]), choice
+    return Rival.fit(name, ds.x_train, y_enc, classify, cfg.seed, temps[name]), choice, rival_oof
 
 
 def _mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:

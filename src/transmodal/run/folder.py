@@ -8,6 +8,7 @@ RUN/
   checkpoint/      checkpoint.pt: the last resumable state (see checkpoint.py; no pickle)
   report/          index.html (the run report) and PNG plots
   trackers.json    --report-to: records each tracker was sent, MLflow's run id (for a resume)
+  out_of_fold.npz  --folds / --method auto: training targets and every candidate's out-of-fold outputs
   summary.json     final scores and timings; written LAST, so its presence means complete
 ```
 """
@@ -19,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from ..errors import CheckpointError, ConfigError
@@ -87,6 +89,12 @@ class RunFolder:
         import shutil
 
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+
+    def write_out_of_fold(self, y: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
+        """``out_of_fold.npz`` (``--folds``): the encoded training targets ``y`` and each
+        candidate's raw out-of-fold outputs (the transformer's as ``model``; ``--method auto``
+        adds its rivals'), so a user can compare them on every training sample."""
+        np.savez(self.path / "out_of_fold.npz", y=y, **outputs)
 
     def read_summary(self) -> dict[str, Any]:
         if not self.summary_path.exists():
