@@ -221,6 +221,29 @@ def test_auto_method_fit_save_load(tiny_bodies, toy_series, tmp_path):
             assert (oof[name].argmax(1) == oof["y"]).mean() == pytest.approx(score)
 
 
+def test_auto_method_on_values(tiny_bodies, toy_series, tmp_path):
+    # regression: the same guard on squared errors; the values' out-of-fold outputs are stored
+    (x, _), (xt, _) = _split_data(toy_series)
+    y, yt = x[:, :8].mean(1), xt[:, :8].mean(1)  # a value each series determines
+    run = transmodal.fit((x, y), out=tmp_path / "reg", test_data=(xt, yt), method="auto", folds=3,
+                         task="regression", **_tiny(tiny_bodies))
+    auto = run.summary["auto"]
+    assert auto["incumbent"] == "minirocket" and auto["metric"] in auto
+    assert set(auto["out_of_fold_loss"]) == {"model", "minirocket", "linear"}
+    with np.load(tmp_path / "reg/out_of_fold.npz", allow_pickle=False) as oof:
+        assert oof["model"].shape == oof["linear"].shape == (30, 1)
+    loaded = transmodal.load(tmp_path / "reg")
+    assert np.allclose(loaded.predict(xt), run.predict(xt), atol=1e-5)
+
+
+def test_folds_on_a_dense_target(tiny_bodies, toy_series):
+    (x, _), _ = _split_data(toy_series)
+    y = np.tanh(x)  # one value per time step
+    run = transmodal.fit((x, y), folds=2, task="dense", **_tiny(tiny_bodies))
+    assert len(run.members) == 2 and "out-of-fold" in run.summary["validation"]
+    assert run.predict(x[:3]).shape == (3, 48)
+
+
 def test_resume_of_a_member_run_is_refused(tiny_bodies, toy_series, tmp_path):
     (x, y), _ = _split_data(toy_series)
     out = tmp_path / "r"

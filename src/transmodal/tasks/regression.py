@@ -64,7 +64,7 @@ class Regression(Task):
         return int(np.prod(self.y_shape)) if self.y_shape else 1
 
     def encode(self, y: np.ndarray) -> np.ndarray:
-        flat = y.astype(np.float64).reshape(len(y), -1)
+        flat = y.astype(np.float64).reshape(len(y), self.n_outputs)  # (N, k); N may be 0
         return ((flat - self.y_mean) / np.asarray(self.y_std)).astype(np.float32)
 
     def decode(self, raw: np.ndarray) -> np.ndarray:
