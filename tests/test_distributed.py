@@ -174,3 +174,58 @@ def test_resume_with_another_process_count_is_refused(tiny_bodies, npz40, tmp_pa
     check_resume_processes({"stage": "refine"}, SimpleNamespace(num_processes=1), "RUN")  # older: 1
     with pytest.raises(CheckpointError):
         check_resume_processes({"processes": 1}, SimpleNamespace(num_processes=2), "RUN")
+
+
+def _norms_on_rank(rank: int, world: int, init: str, out: str) -> None:
+    """One process of :func:`test_head_norms_use_the_global_batch_of_uneven_ranks`: its share
+    of each case's rows through a training FeatureNorm/TokenNorm, its outputs, input gradients
+    and running statistics saved for the test process."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+    results = {}
+    for case, (norm, x, weights, sizes) in _norm_cases().items():
+        lo = sum(sizes[:rank])
+        part = x[lo: lo + sizes[rank]].clone().requires_grad_()
+        y = norm.train()(part)
+        (y * weights[lo: lo + sizes[rank]]).sum().backward()  # this rank's share of the loss
+        results[case] = (y.detach(), part.grad, norm.running_mean.clone(), norm.running_var.clone())
+    torch.save(results, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def _norm_cases():
+    """name -> (norm, inputs of every rank, loss weights, rows per rank), the same in every process."""
+    from transmodal.models.heads.pooled import FeatureNorm, TokenNorm
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 6, generator=g) * 0.2 + 3.0  # (B, D): a large mean, a small spread
+    tokens = torch.randn(3, 4, 6, generator=g) + 1.0  # (B, S, D)
+    return {"uneven": (FeatureNorm(6), x, torch.randn(8, 6, generator=g), [5, 3]),
+            # rank 0 alone holds 1 sample (it would use running statistics), the global batch 3
+            "tokens": (TokenNorm(6), tokens, torch.randn(3, 4, 6, generator=g), [1, 2]),
+            "one sample": (FeatureNorm(6), x[:1], torch.randn(1, 6, generator=g), [1, 0])}
+
+
+def test_head_norms_use_the_global_batch_of_uneven_ranks(tmp_path):
+    """2 gloo processes with 5 and 3 samples standardise like one process with the 8 (outputs,
+    input gradients through the all-reduce, running statistics); a global batch of one sample
+    uses the running statistics, as in one process."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_norms_on_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for case, (norm, x, weights, sizes) in _norm_cases().items():
+        whole = x.clone().requires_grad_()
+        y = norm.train()(whole)
+        (y * weights).sum().backward()
+        out = torch.cat([r[case][0] for r in ranks])
+        grad = torch.cat([r[case][1] for r in ranks])
+        torch.testing.assert_close(out, y.detach(), rtol=1e-5, atol=1e-5, msg=case)
+        torch.testing.assert_close(grad, whole.grad, rtol=1e-4, atol=1e-5, msg=case)
+        for r in ranks:  # both ranks hold the running statistics of the whole batch
+            torch.testing.assert_close(r[case][2], norm.running_mean, msg=case)
+            torch.testing.assert_close(r[case][3], norm.running_var, msg=case)
+    assert not torch.equal(ranks[0]["uneven"][2], torch.zeros(6))  # they were updated
+    assert torch.equal(ranks[0]["one sample"][2], torch.zeros(6))  # not by a 1-sample batch
