@@ -138,6 +138,44 @@ def _resume_equals_uninterrupted(args: list[str], env: dict[str, str], run: Path
     assert a["metrics"] == b["metrics"] and a["resumed_from"]["stage"] == "refine"
 
 
+def _nan_on_rank1(args: list[str], out: Path, at: int) -> subprocess.CompletedProcess:
+    """A 2-process fit whose loss is NaN on rank 1 only at its training batch ``at``
+    (``nan_on_one_rank.py``); each rank's trained weights land in ``out``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "NAN_AT": str(at),
+           "WEIGHTS_OUT": str(out), "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node", "2", str(Path(__file__).with_name("nan_on_one_rank.py")),
+                           "fit", *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow  # three 2-process launches: ~2 min on 2 busy cores
+@pytest.mark.parametrize("distributed", ["ddp", "fsdp"])
+def test_a_nan_loss_on_one_rank_is_skipped_by_every_rank(no_dropout_bert, npz40, tmp_path, distributed):
+    run = tmp_path / "run"
+    args = ["--data", str(npz40), "--body", no_dropout_bert, "--epochs", "2", "--max-tokens", "16",
+            "--batch-size", "8", "--device", "cpu", "--quiet", "--on-nan", "skip",
+            "--distributed", distributed, "--out", str(run)]
+    proc = _nan_on_rank1(args, tmp_path, at=3)  # rank 1's first batch of epoch 2
+    assert proc.returncode == 0, proc.stderr[-3000:]  # no rank waits forever: within the timeout
+    records = _records(run)
+    assert [(r["step"], r["skipped_batches"]) for r in records] == [(2, 0), (3, 1)]  # both skipped it
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the same model
+
+
+@pytest.mark.slow
+def test_a_nan_loss_on_one_rank_stops_every_rank_with_one_line(no_dropout_bert, npz40, tmp_path):
+    run = tmp_path / "run"
+    args = ["--data", str(npz40), "--body", no_dropout_bert, "--epochs", "2", "--max-tokens", "16",
+            "--batch-size", "8", "--device", "cpu", "--quiet", "--out", str(run)]  # --on-nan stop
+    proc = _nan_on_rank1(args, tmp_path, at=2)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: non-finite loss (on 1 of 2 processes) in stage refine, epoch 1, step 2; "
+                      "lower --lr or check the data scale, or pass --on-nan skip; no checkpoint was written yet"]
+    assert proc.stderr.count("exitcode  : 2") == 2 and proc.returncode != 0  # both ranks stopped alike
+    assert not (run / "summary.json").exists()
+
+
 def test_a_launch_without_process_group_is_refused(monkeypatch):
     lonely = SimpleNamespace(num_processes=1, distributed_type="DistributedType.NO")
     monkeypatch.setenv("WORLD_SIZE", "2")

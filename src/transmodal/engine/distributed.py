@@ -239,6 +239,20 @@ def load_training_state(model: torch.nn.Module, optimizer: Any, ckpt: dict[str, 
                                  ckpt["optimizer"], options=opts)
 
 
+def agree_nonfinite(bad: bool, device: Any, what: str, processes: int) -> str | None:
+    """Collective, every training step: None when every rank's loss is finite, else what to
+    report (the same on every rank). Why: a rank that skips backward (``--on-nan skip``) or
+    stops while the others call DDP's gradient all-reduce (or FSDP's reduce-scatter) leaves
+    them waiting forever; the gradient norm needs no agreement (it is computed from the
+    all-reduced gradients, the same on every rank)."""
+    import torch.distributed as dist
+
+    flag = torch.tensor([float(bad)], device=device)  # (1,)
+    dist.all_reduce(flag)  # how many ranks have a non-finite loss
+    count = int(flag.item())
+    return None if count == 0 else f"{what} (on {count} of {processes} processes)"
+
+
 def agree(flag: bool) -> bool:
     """The main process's ``flag`` on every rank (e.g. whether a checkpoint is due: its timing
     is measured by the main process alone)."""

@@ -25,16 +25,17 @@ def global_moments(flat: torch.Tensor, samples: int) -> tuple[torch.Tensor, torc
     row count, sample count, sum and centred sum of squares, and the counts weight the
     combination (Chan et al.), so uneven batches combine exactly and the variance needs no
     E[x^2] - E[x]^2 (float32 cancellation when the mean is large against the spread). The
-    autograd all-reduce sends each row's gradient back to the process that owns it."""
+    autograd all-reduce (torch's functional collectives; ``torch.distributed.nn.functional``
+    is deprecated for them) sends each row's gradient back to the process that owns it."""
     import torch.distributed as dist
-    from torch.distributed.nn.functional import all_reduce
+    from torch.distributed import _functional_collectives as funcol  # autograd-aware collectives
 
     x = flat.float()  # (N_r, D)
     n, dim = x.shape
     mean = x.mean(0) if n else x.new_zeros(dim)  # (D,)
     own = torch.cat([x.new_tensor([n, samples]), mean * n, ((x - mean) ** 2).sum(0)])  # (2 + 2D,)
     rows = [own if r == dist.get_rank() else torch.zeros_like(own) for r in range(dist.get_world_size())]
-    table = all_reduce(torch.stack(rows))  # (world, 2 + 2D): every process's row
+    table = funcol.all_reduce(torch.stack(rows), "sum", dist.group.WORLD)  # (world, 2 + 2D)
     counts = table[:, 0]  # (world,)
     total = int(counts.sum().item())
     mean = table[:, 2:2 + dim].sum(0) / max(total, 1)  # (D,)
