@@ -22,6 +22,20 @@ from transmodal.run import checkpoint
 # 2 processes x batch 8 against 1 process x batch 16; the gradient average over two ranks and
 # the loss over one batch of 16 add the same numbers in another order: float32 rounding only
 TOLERANCE = dict(rel=1e-5, abs=1e-6)
+# With the head's BatchNorm (--head-norm batch, the default: statistics of the global batch) the
+# losses of this toy are ill-conditioned: the body's last LayerNorm only shifts and scales what
+# the BatchNorm removes, so its exact gradient is 0 and its computed one rounding noise (3e-7
+# against 1e-2 for the other weights, measured), which AdamW turns into steps of size lr that
+# the running statistics used for validation lag behind. Measured in ONE process: the same
+# moments combined in another order (two halves, as the 2 ranks do) move val_loss by up to
+# 2.3e-2 and train_loss by 1.2e-4; 2 ranks against 1 process: 6.3e-3 and 1.2e-4. Per-process
+# statistics (before) were off by 1.4 (train_loss, epoch 1) to 20.
+BATCH_NORM_TOLERANCE = {"train_loss": dict(rel=1e-3, abs=1e-6), "val_loss": dict(rel=5e-2, abs=1e-6)}
+
+
+def tolerance(head_norm: str, key: str) -> dict[str, float]:
+    """How close a logged value of 2 processes must be to 1 process at the same global batch."""
+    return BATCH_NORM_TOLERANCE.get(key, TOLERANCE) if head_norm == "batch" else TOLERANCE
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +72,11 @@ def _records(run):
 
 
 @pytest.mark.slow  # two torchrun ranks import torch and transformers: ~1 min on 2 busy cores
-def test_two_processes_match_one_with_the_same_global_batch(no_dropout_bert, npz40, tmp_path):
+@pytest.mark.parametrize("head_norm", ["none", "batch"])  # batch: statistics of the global batch
+def test_two_processes_match_one_with_the_same_global_batch(no_dropout_bert, npz40, tmp_path, head_norm):
     common = ["--data", str(npz40), "--body", no_dropout_bert, "--epochs", "4", "--max-tokens", "16",
               "--lr", "1e-3", "--head-lr", "1e-2", "--device", "cpu", "--quiet", "--checkpoint-every", "1",
-              "--head-norm", "none"]  # a BatchNorm's statistics over 8 samples are not those over 16
+              "--head-norm", head_norm]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     two = tmp_path / "two"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -81,7 +96,7 @@ def test_two_processes_match_one_with_the_same_global_batch(no_dropout_bert, npz
     for ra, rb in zip(a, b):
         assert rb["step"] == ra["step"] == 2 * ra["epoch"]  # 32 samples / global batch 16
         for key in ("train_loss", "val_loss", "val_accuracy", "lr", "head_lr"):
-            assert rb[key] == pytest.approx(ra[key], **TOLERANCE), (ra["epoch"], key)
+            assert rb[key] == pytest.approx(ra[key], **tolerance(head_norm, key)), (ra["epoch"], key)
     sa = json.loads((tmp_path / "one" / "summary.json").read_text())
     sb = json.loads((two / "summary.json").read_text())
     assert sb["best_epoch"] == sa["best_epoch"] and sb["n_train"] == sa["n_train"] == 32
@@ -143,8 +158,11 @@ def _nan_on_rank1(args: list[str], out: Path, at: int) -> subprocess.CompletedPr
     (``nan_on_one_rank.py``); each rank's trained weights land in ``out``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "NAN_AT": str(at),
            "WEIGHTS_OUT": str(out), "PYTHONPATH": os.pathsep.join(sys.path)}
+    # torchrun polls its ranks every 2 s (not 0.1 s): a rank that stops a moment after the
+    # other then exits by itself instead of by torchrun's SIGTERM, and both exit codes show
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc-per-node", "2", str(Path(__file__).with_name("nan_on_one_rank.py")),
+                           "--nproc-per-node", "2", "--monitor-interval", "2",
+                           str(Path(__file__).with_name("nan_on_one_rank.py")),
                            "fit", *args], env=env, capture_output=True, text=True, timeout=300)
 
 

