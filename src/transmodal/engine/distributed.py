@@ -167,8 +167,9 @@ def shard_model(model: torch.nn.Module, accelerator: Any) -> torch.nn.Module:
 
 def sync_buffers(model: torch.nn.Module) -> None:
     """Rank 0's buffers (e.g. a body's BatchNorm running statistics, updated by each rank on its
-    own batches; the head's norms update from the global batch, equal everywhere) on every rank: all ranks evaluate, and the run saves, the same model (DDP
-    broadcasts them before each forward pass)."""
+    own batches; the head's norms update from the global batch, equal everywhere) on every
+    rank: all ranks evaluate, and the run saves, the same model (DDP broadcasts them before
+    each forward pass)."""
     _broadcast(list(model.buffers()))
 
 

@@ -59,7 +59,8 @@ def global_moments(flat: torch.Tensor, samples: int) -> tuple[torch.Tensor, torc
     n, dim = x.shape
     mean = x.mean(0) if n else x.new_zeros(dim)  # (D,)
     own = torch.cat([x.new_tensor([n, samples]), mean * n, ((x - mean) ** 2).sum(0)])  # (2 + 2D,)
-    rows = [own if r == dist.get_rank() else torch.zeros_like(own) for r in range(dist.get_world_size())]
+    rank, world = dist.get_rank(), dist.get_world_size()
+    rows = [own if r == rank else torch.zeros_like(own) for r in range(world)]
     table = _SumOverProcesses.apply(torch.stack(rows))  # (world, 2 + 2D): every process's row
     counts = table[:, 0]  # (world,)
     total, total_samples = (int(v) for v in table[:, :2].sum(0).tolist())
