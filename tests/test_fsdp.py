@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 from test_distributed import (_kill_after_epochs, _records, _resume_equals_uninterrupted,  # noqa: F401
-                              _torchrun, no_dropout_bert, npz40)  # (the last two are fixtures)
+                              _torchrun, no_dropout_bert, npz40,  # (these two are fixtures)
+                              BATCH_NORM_TOLERANCE)
 
 from transmodal.cli import main
 from transmodal.engine.distributed import meta_twin
@@ -31,9 +32,12 @@ def _common(bert, npz, epochs):
 
 
 @pytest.mark.slow  # one 2-process launch and one in-process fit: ~1.5 min on 2 busy cores
-def test_fsdp_two_processes_match_one_and_save_the_usual_model(no_dropout_bert, npz40, tmp_path):
-    # --head-norm none: a BatchNorm's batch statistics over 8 samples are not those over 16
-    common = [*_common(no_dropout_bert, npz40, 4), "--head-norm", "none"]
+@pytest.mark.parametrize("head_norm", ["none", "batch"])  # batch: statistics of the global batch
+def test_fsdp_two_processes_match_one_and_save_the_usual_model(no_dropout_bert, npz40, tmp_path, head_norm):
+    common = [*_common(no_dropout_bert, npz40, 4), "--head-norm", head_norm]
+    # batch: the losses are ill-conditioned in this toy, the weights of the body's last
+    # LayerNorm drift by rounding noise (test_distributed.BATCH_NORM_TOLERANCE says why)
+    tol = BATCH_NORM_TOLERANCE if head_norm == "batch" else {}
     two, one = tmp_path / "two", tmp_path / "one"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            "--nproc-per-node", "2", "-m", "transmodal.cli", "fit", *common,
@@ -52,13 +56,14 @@ def test_fsdp_two_processes_match_one_and_save_the_usual_model(no_dropout_bert, 
 
     wa, wb = load_file(one / "model" / "model.safetensors"), load_file(two / "model" / "model.safetensors")
     assert wa.keys() == wb.keys() and all(wa[k].shape == wb[k].shape for k in wa)
-    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-4
+    if head_norm == "none":
+        assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-4
     a, b = _records(one), _records(two)
     assert [r["epoch"] for r in b] == [1, 2, 3, 4]  # no line logged twice
     for ra, rb in zip(a, b):
         assert rb["step"] == ra["step"] == 2 * ra["epoch"]  # 32 samples / global batch 16
         for key in ("train_loss", "val_loss", "val_accuracy", "lr", "head_lr"):
-            assert rb[key] == pytest.approx(ra[key], **TOLERANCE), (ra["epoch"], key)
+            assert rb[key] == pytest.approx(ra[key], **tol.get(key, TOLERANCE)), (ra["epoch"], key)
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (one, two))
     assert sb["best_epoch"] == sa["best_epoch"] and sb["n_train"] == sa["n_train"] == 32
     for split in ("val", "test"):
@@ -72,7 +77,8 @@ def test_fsdp_two_processes_match_one_and_save_the_usual_model(no_dropout_bert, 
         assert main(["predict", str(run), "--data", str(tmp_path / "x.npy"), "--proba",
                      "--out", str(tmp_path / f"{run.name}.csv")]) == 0
     pa, pb = (np.loadtxt(tmp_path / f"{n}.csv", delimiter=",", skiprows=1) for n in ("one", "two"))
-    np.testing.assert_allclose(pb, pa, rtol=1e-3, atol=1e-5)
+    if head_norm == "none":
+        np.testing.assert_allclose(pb, pa, rtol=1e-3, atol=1e-5)
     accuracy = float(np.mean(pb.argmax(1) == np.load(npz40)["y_test"]))
     assert accuracy == sb["metrics"]["test"]["accuracy"]
 

@@ -10,6 +10,11 @@ The launcher starts N copies of ``transmodal fit``; accelerate joins them in one
 - validation and test predictions are sharded the same way and gathered in order
   (``gather_for_metrics`` drops the padding of the last batch), so every rank scores the
   whole split and takes the same best-epoch and early-stopping decisions;
+- the head's BatchNorm (``--head-norm batch``: FeatureNorm, TokenNorm) standardises with the
+  global batch's statistics (one autograd all-reduce per training forward pass,
+  ``models/heads/pooled.py``), so N processes x B samples train like one process x N*B;
+- the ranks agree every step on whether a loss is non-finite (:func:`agree_nonfinite`), so
+  all skip that batch (``--on-nan skip``) or all stop with the same message;
 - the align stage is replicated: every rank draws the same chunks and takes the same steps;
 - only the main process writes (run folder, checkpoints, plots, logs, trackers).
 
@@ -161,9 +166,10 @@ def shard_model(model: torch.nn.Module, accelerator: Any) -> torch.nn.Module:
 
 
 def sync_buffers(model: torch.nn.Module) -> None:
-    """Rank 0's buffers (e.g. a BatchNorm's running statistics, updated by each rank on its own
-    batches) on every rank: all ranks evaluate, and the run saves, the same model (DDP
-    broadcasts them before each forward pass)."""
+    """Rank 0's buffers (e.g. a body's BatchNorm running statistics, updated by each rank on its
+    own batches; the head's norms update from the global batch, equal everywhere) on every
+    rank: all ranks evaluate, and the run saves, the same model (DDP broadcasts them before
+    each forward pass)."""
     _broadcast(list(model.buffers()))
 
 
@@ -237,6 +243,20 @@ def load_training_state(model: torch.nn.Module, optimizer: Any, ckpt: dict[str, 
     if optimizer is not None:
         set_optimizer_state_dict(model, getattr(optimizer, "optimizer", optimizer),
                                  ckpt["optimizer"], options=opts)
+
+
+def agree_nonfinite(bad: bool, device: Any, what: str, processes: int) -> str | None:
+    """Collective, every training step: None when every rank's loss is finite, else what to
+    report (the same on every rank). Why: a rank that skips backward (``--on-nan skip``) or
+    stops while the others call DDP's gradient all-reduce (or FSDP's reduce-scatter) leaves
+    them waiting forever; the gradient norm needs no agreement (it is computed from the
+    all-reduced gradients, the same on every rank)."""
+    import torch.distributed as dist
+
+    flag = torch.tensor([float(bad)], device=device)  # (1,)
+    dist.all_reduce(flag)  # how many ranks have a non-finite loss
+    count = int(flag.item())
+    return None if count == 0 else f"{what} (on {count} of {processes} processes)"
 
 
 def agree(flag: bool) -> bool:

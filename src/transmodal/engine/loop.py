@@ -2,7 +2,8 @@
 
 A stage says what is its own business: its batches, the loss of one batch (forward pass and
 objective), and what an epoch reports (e.g. validation scores). The loop does the rest, the
-same way for every stage: train mode, zero-grad, the non-finite check, backward through the
+same way for every stage: train mode, zero-grad, the non-finite check (agreed by every
+process: a loss that is non-finite on one rank makes all skip or all stop), backward through the
 accelerator, gradient norm and clipping, optimizer and scheduler steps, step counting, and the
 epoch record. Everything else is a callback (``callbacks.py``: progress bar, metrics log,
 non-finite policy, best epoch, early stopping, checkpoints), skorch-style; callbacks that
@@ -129,6 +130,7 @@ def run_stage(stage: Stage, state: LoopState, accelerator, callbacks: Sequence[A
     cbs = CallbackList(callbacks)
     start = stage.epochs if state.stopped else state.epoch
     cbs.on_stage_begin(stage, state, start)
+    processes = getattr(accelerator, "num_processes", 1)
     for epoch in range(start, stage.epochs):
         t0 = time.perf_counter()
         stage.model.train()
@@ -138,6 +140,10 @@ def run_stage(stage: Stage, state: LoopState, accelerator, callbacks: Sequence[A
             loss, n = stage.batch_loss(batch)
             stage.optimizer.zero_grad(set_to_none=True)
             bad = None if torch.isfinite(loss) else stage.loss_name
+            if processes > 1:  # every rank skips (or stops at) a batch that one rank cannot train
+                from .distributed import agree_nonfinite
+
+                bad = agree_nonfinite(bad is not None, loss.device, stage.loss_name, processes)
             if bad is None:
                 stage.backward(accelerator, loss)
                 norm = grad_norm(accelerator, stage.params, stage.grad_clip)
