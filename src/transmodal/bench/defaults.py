@@ -47,6 +47,10 @@ def run_one(name: str, seed: int, options: dict[str, Any], out: Path) -> dict[st
         a = s["auto"]
         row["auto_choice"] = ("model" if a["rival"] is None else
                               f"{a['model_weight']:.1f} model + {1 - a['model_weight']:.1f} {a['rival']}")
+        if "loss_gain" in a:  # the guard: how far the best candidate beat the baseline
+            gain, se = a["loss_gain"], a["loss_gain_se"]
+            z = gain / se if se > 0 else (float("inf") if gain > 0 else 0.0)
+            row["auto_choice"] += f" (best candidate {z:+.1f} se)"
         row["auto_oof"] = a["out_of_fold"]
     if "members" in s:
         row["best_epochs"] = [m["best_epoch"] for m in s["members"]]
