@@ -10,7 +10,7 @@ import torch
 
 import transmodal
 from transmodal.errors import ConfigError, DataError
-from transmodal.run.members import fold_splits, plan_members
+from transmodal.run.members import Member, fold_splits, nested_out_of_fold, plan_members
 from transmodal.run.rival import Rival, choose_blend, describe_choice, fit_temperature, out_of_fold
 from transmodal.tasks import get_task
 
@@ -119,6 +119,35 @@ def test_folds_give_out_of_fold_validation_and_are_seeded(tiny_bodies, toy_serie
     assert "test" not in a.summary["metrics"]  # no test data given: nothing scored on it
 
 
+def test_nested_out_of_fold_scores_a_fold_at_the_epoch_the_others_chose():
+    y = np.arange(30) % 2
+    task = get_task("classification").fit_targets(np.zeros((30, 1, 4)), y)
+    folds = fold_splits(y, task, 3, 0)
+    members = [Member(k, 0, tr, va, k) for k, (tr, va) in enumerate(folds)]
+    right_at = [1, 3, 3]  # fold j's outputs are right at this epoch only (of 3)
+
+    def outputs(j: int, epoch: int) -> np.ndarray:
+        yv = y[folds[j][1]]
+        label = yv if epoch == right_at[j] else 1 - yv
+        return (4 * np.eye(2)[label] - 2).astype(np.float32)
+
+    curves = [[outputs(j, e) for e in (1, 2, 3)] for j in range(3)]
+    oof, epochs = nested_out_of_fold(task, members, curves, y, y)
+    # fold 0's own best epoch (1) is never what the others choose (3; ties go later)
+    assert epochs == [3, 3, 3]
+    right = oof.argmax(1) == y
+    assert not right[folds[0][1]].any() and right[folds[1][1]].all() and right[folds[2][1]].all()
+
+
+def test_fold_runs_report_the_nested_and_the_own_epoch_scores(tiny_bodies, toy_series):
+    (x, y), _ = _split_data(toy_series)
+    run = transmodal.fit((x, y), folds=3, **_tiny(tiny_bodies, patience=0))
+    for row in run.summary["members"]:
+        assert 1 <= row["scored_at_epoch"] <= row["epochs_run"]
+    assert set(run.summary["metrics"]) >= {"val", "val_own_epochs"}
+    assert "the other folds chose" in run.summary["validation"]
+
+
 def test_test_split_never_reaches_selection(tiny_bodies, toy_series):
     """Shuffling the test labels changes no validation score and no member's best epoch."""
     (x, y), (xt, yt) = _split_data(toy_series)
@@ -215,7 +244,7 @@ def test_auto_method_fit_save_load(tiny_bodies, toy_series, tmp_path):
     plan = json.loads((tmp_path / "auto/ensemble.json").read_text())
     assert plan["model_weight"] == pytest.approx(run.model_weight)
     with np.load(tmp_path / "auto/out_of_fold.npz", allow_pickle=False) as oof:
-        assert set(oof.files) == {"y", "model", "minirocket", "linear"}
+        assert set(oof.files) == {"y", "model", "model_own_epochs", "minirocket", "linear"}
         assert len(oof["y"]) == len(y)
         for name, score in auto["out_of_fold"].items():  # the stored outputs are what was compared
             assert (oof[name].argmax(1) == oof["y"]).mean() == pytest.approx(score)

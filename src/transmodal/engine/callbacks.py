@@ -111,6 +111,18 @@ class BestEpoch(Callback):
         return into
 
 
+class ValidationOutputs(Callback):
+    """Keeps each epoch's validation outputs (``per_epoch[e - 1]`` for epoch e): k-fold
+    selection chooses a fold model's epoch on the *other* folds' outputs (run/members.py)."""
+
+    def __init__(self) -> None:
+        self.per_epoch: list[Any] = []
+
+    def on_epoch_end(self, stage: Stage, state: LoopState, end: EpochEnd) -> None:
+        if end.outputs is not None:
+            self.per_epoch.append(end.outputs)
+
+
 class EarlyStopping(Callback):
     """Stop after ``patience`` epochs without a strict improvement (0: never)."""
 

@@ -66,6 +66,7 @@ class EpochEnd:
 
     record: dict[str, Any]  # the stage's fields of the metrics.jsonl line
     scores: dict[str, float] | None = None  # validation scores (model selection), if any
+    outputs: Any = None  # the validation raw outputs (N_val, ...) the scores came from, if any
 
 
 class Stage(ABC):

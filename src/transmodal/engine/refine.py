@@ -101,7 +101,7 @@ class RefineStage(Stage):
         record = {"train_loss": total / max(count, 1), "val_loss": val_loss,
                   **{f"val_{k}": v for k, v in scores.items() if k != "loss"},
                   "lr": lrs[0], "head_lr": lrs[-1], "skipped_batches": skipped}
-        return EpochEnd(record, scores)
+        return EpochEnd(record, scores, raw)
 
     def postfix(self, end: EpochEnd) -> dict[str, str]:
         metric = self.task.primary[0]

@@ -8,7 +8,7 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from ..config import BEFORE_OPTION, FitConfig
 from ..data import Preprocessor, load_dataset, split_train_val
 from ..data.stream import bounded_sample, prepare_streamed, streamed
 from ..engine.augment import check_task as check_augment_task
+from ..engine.callbacks import ValidationOutputs
 from ..engine.loop import predict_outputs
 from ..engine.optim import make_accelerator, memory_advice
 from ..engine.refine import refine
@@ -28,7 +29,7 @@ from ..tasks import get_task, infer_task
 from ..tasks.regression import class_code_note
 from .baselines import score_baselines
 from .checkpoint import Checkpointer, data_fingerprint
-from .members import out_of_fold_outputs, plan_members
+from .members import nested_out_of_fold, out_of_fold_outputs, plan_members
 from .rival import describe_choice
 from .folder import RunFolder
 from .run import Run
@@ -194,7 +195,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         states = [state]
     else:
         y_all = y_tr  # all training samples, encoded (tr holds them all)
-        fitted, states, member_rows, oof_parts = [], [], [], []
+        fitted, states, member_rows, oof_parts, curves = [], [], [], [], []
         t_align = t_refine = 0.0
         for m in members:
             if m.index > 0:  # member 0 was built above (its seed set before)
@@ -209,9 +210,12 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
             member_cfg = dataclasses.replace(cfg, seed=m.seed)
             w = (None if sample_weight is None else
                  sample_weights(sample_weight, y_train, task, m.train, m.val))
+            outputs = ValidationOutputs()  # --folds: each epoch's outputs on this fold
             model, state, aligned, ta, tf = trainer.train(
                 model, (x_all[m.train], y_all[m.train]), (x_all[m.val], y_all[m.val]), m.val,
-                lambda rec, i=m.index: log({**rec, "member": i}), None, None, w, member_cfg)
+                lambda rec, i=m.index: log({**rec, "member": i}), None, None, w, member_cfg,
+                refine_callbacks=[outputs] if cfg.folds else [])
+            curves.append(outputs.per_epoch)
             t_align, t_refine = t_align + ta, t_refine + tf
             fitted.append(model)
             states.append(state)
@@ -228,9 +232,13 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     rival_oof: dict[str, np.ndarray] = {}
     metrics: dict[str, Any] = {}
     if members is not None and cfg.folds:
-        oof = out_of_fold_outputs(task, members, oof_parts, len(y_train))
         y_enc = y_all  # encoded targets of all training samples
+        own = out_of_fold_outputs(task, members, oof_parts, len(y_train))  # epochs chosen on them
+        oof, nested = nested_out_of_fold(task, members, curves, y_train, y_enc)
+        for row, epoch in zip(member_rows, nested):
+            row["scored_at_epoch"] = epoch  # the epoch the other folds chose (out-of-fold scores)
         metrics["val"] = task.score(y_train, task.decode(oof))  # out-of-fold: every sample once
+        metrics["val_own_epochs"] = task.score(y_train, task.decode(own))  # optimistic: see members.py
         if cfg.method == "auto":
             t0 = time.perf_counter()
             rival, choice, rival_oof = _choose_rival(task, cfg, ds, y_enc, oof, members, progress)
@@ -238,7 +246,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
             t_rival = time.perf_counter() - t0
             _note(notes, progress, describe_choice(choice))
         if folder is not None:  # for the user's own comparisons (nothing is chosen on the test split)
-            folder.write_out_of_fold(y_enc, {"model": oof, **rival_oof})
+            folder.write_out_of_fold(y_enc, {"model": oof, "model_own_epochs": own, **rival_oof})
     elif members is not None:
         metrics["val"] = _mean_scores([r["val"] for r in member_rows])
     else:
@@ -286,7 +294,9 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     if members is not None:
         summary["members"] = member_rows
         summary["validation"] = ("out-of-fold: each training sample scored by the fold model "
-                                 "that held it out" if cfg.folds else
+                                 "that held it out, at the epoch the other folds chose "
+                                 "(val_own_epochs: at the fold's own best epoch, chosen on "
+                                 "those samples)" if cfg.folds else
                                  "mean of the members' holdout scores")
         if components:
             summary["components_test"] = components
@@ -332,8 +342,10 @@ class _MemberTrainer:
     def train(self, model: Any, train: tuple[np.ndarray, np.ndarray],
               val: tuple[np.ndarray, np.ndarray], val_idx: np.ndarray, log: Any,
               checkpointer: Any, ckpt: dict[str, Any] | None, weights: Any,
-              cfg: FitConfig | None = None) -> tuple[Any, Any, Any, float, float]:
-        """(trained model unwrapped, refine state, alignment record, align s, refine s)."""
+              cfg: FitConfig | None = None, refine_callbacks: Sequence[Any] = ()
+              ) -> tuple[Any, Any, Any, float, float]:
+        """(trained model unwrapped, refine state, alignment record, align s, refine s);
+        ``refine_callbacks`` run in the refine stage only (a fold's validation outputs)."""
         cfg = cfg or self.cfg
         accelerator, task, callbacks = self.accelerator, self.task, self.callbacks
         fsdp = cfg.distributed == "fsdp"  # whole model until the refine stage shards it
@@ -376,7 +388,7 @@ class _MemberTrainer:
             state = refine(model, task, train, val, self.y_user[val_idx], cfg, accelerator,
                            log=log, progress=self.progress, checkpointer=checkpointer,
                            resume=ckpt if ckpt is not None and ckpt["stage"] == "refine" else None,
-                           weights=weights, callbacks=callbacks)
+                           weights=weights, callbacks=[*callbacks, *refine_callbacks])
         if fsdp:  # every rank: the trained weights gathered into a plain model
             from ..engine.distributed import gather_model
 
