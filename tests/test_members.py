@@ -139,12 +139,12 @@ def test_nested_out_of_fold_scores_a_fold_at_the_epoch_the_others_chose():
     assert not right[folds[0][1]].any() and right[folds[1][1]].all() and right[folds[2][1]].all()
 
 
-def test_fold_runs_report_the_nested_and_the_own_epoch_scores(tiny_bodies, toy_series):
+def test_fold_runs_report_the_own_and_the_nested_epoch_scores(tiny_bodies, toy_series):
     (x, y), _ = _split_data(toy_series)
     run = transmodal.fit((x, y), folds=3, **_tiny(tiny_bodies, patience=0))
     for row in run.summary["members"]:
-        assert 1 <= row["scored_at_epoch"] <= row["epochs_run"]
-    assert set(run.summary["metrics"]) >= {"val", "val_own_epochs"}
+        assert 1 <= row["nested_epoch"] <= row["epochs_run"]
+    assert set(run.summary["metrics"]) >= {"val", "val_nested"}
     assert "the other folds chose" in run.summary["validation"]
 
 
@@ -244,7 +244,7 @@ def test_auto_method_fit_save_load(tiny_bodies, toy_series, tmp_path):
     plan = json.loads((tmp_path / "auto/ensemble.json").read_text())
     assert plan["model_weight"] == pytest.approx(run.model_weight)
     with np.load(tmp_path / "auto/out_of_fold.npz", allow_pickle=False) as oof:
-        assert set(oof.files) == {"y", "model", "model_own_epochs", "minirocket", "linear"}
+        assert set(oof.files) == {"y", "model", "model_nested", "minirocket", "linear"}
         assert len(oof["y"]) == len(y)
         for name, score in auto["out_of_fold"].items():  # the stored outputs are what was compared
             assert (oof[name].argmax(1) == oof["y"]).mean() == pytest.approx(score)

@@ -2,7 +2,7 @@
 
 usage: PYTHONPATH=src python bench_results/auto_rule/extract.py RUN_DIR OUT.npz
 Out-of-fold: each fold member predicts its own held-out fold (the folds from the run's seed) at
-its own best epoch; runs that stored RUN/out_of_fold.npz (the nested scores) give theirs;
+its own best epoch (what --method auto compares); a stored RUN/out_of_fold.npz adds the nested ones;
 the rivals are refitted per fold exactly as fit does (rival.out_of_fold); test outputs: the
 members mixed, and each rival fitted on all training data with its OOF temperature.
 """
@@ -30,15 +30,14 @@ run._device()
 outs = [predict_outputs(m, x_all[mem.val], cfg.batch_size * 2, run._accelerator)
         for m, mem in zip(run.members, members)]
 oof = out_of_fold_outputs(task, members, outs, len(y_enc))  # at each fold's own best epoch
-stored = run_dir / "out_of_fold.npz"  # runs since the nested out-of-fold scores keep them
-nested = dict(np.load(stored, allow_pickle=False)) if stored.is_file() else None
-if nested is not None:
-    assert np.allclose(nested["model_own_epochs"], oof, atol=1e-5)  # the rebuild is exact
+stored = run_dir / "out_of_fold.npz"  # newer runs keep them, and the nested ones
+kept = dict(np.load(stored, allow_pickle=False)) if stored.is_file() else {}
+if "model_nested" in kept:
+    assert np.allclose(kept["model"], oof, atol=1e-5)  # the rebuild is exact
 x_te = pre.transform_x(ds.x_test)
 te = [predict_outputs(m, x_te, cfg.batch_size * 2, run._accelerator) for m in run.members]
-arrays = {"y_train": y_enc, "y_test": y_te,
-          "model_oof": oof if nested is None else nested["model"],
-          **({} if nested is None else {"model_own_epochs_oof": oof}),
+arrays = {"y_train": y_enc, "y_test": y_te, "model_oof": oof,
+          **({"model_nested_oof": kept["model_nested"]} if "model_nested" in kept else {}),
           "model_test": task.mix(te, [1 / len(te)] * len(te))}
 folds = [(m.train, m.val) for m in members]
 for name in rival_names(ds.x_train, task):

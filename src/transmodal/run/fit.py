@@ -233,12 +233,12 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     metrics: dict[str, Any] = {}
     if members is not None and cfg.folds:
         y_enc = y_all  # encoded targets of all training samples
-        own = out_of_fold_outputs(task, members, oof_parts, len(y_train))  # epochs chosen on them
-        oof, nested = nested_out_of_fold(task, members, curves, y_train, y_enc)
-        for row, epoch in zip(member_rows, nested):
-            row["scored_at_epoch"] = epoch  # the epoch the other folds chose (out-of-fold scores)
+        oof = out_of_fold_outputs(task, members, oof_parts, len(y_train))  # epochs chosen on them
+        nested, epochs = nested_out_of_fold(task, members, curves, y_train, y_enc)
+        for row, epoch in zip(member_rows, epochs):
+            row["nested_epoch"] = epoch  # the epoch the other folds chose (val_nested)
         metrics["val"] = task.score(y_train, task.decode(oof))  # out-of-fold: every sample once
-        metrics["val_own_epochs"] = task.score(y_train, task.decode(own))  # optimistic: see members.py
+        metrics["val_nested"] = task.score(y_train, task.decode(nested))  # the pessimistic bound
         if cfg.method == "auto":
             t0 = time.perf_counter()
             rival, choice, rival_oof = _choose_rival(task, cfg, ds, y_enc, oof, members, progress)
@@ -246,7 +246,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
             t_rival = time.perf_counter() - t0
             _note(notes, progress, describe_choice(choice))
         if folder is not None:  # for the user's own comparisons (nothing is chosen on the test split)
-            folder.write_out_of_fold(y_enc, {"model": oof, "model_own_epochs": own, **rival_oof})
+            folder.write_out_of_fold(y_enc, {"model": oof, "model_nested": nested, **rival_oof})
     elif members is not None:
         metrics["val"] = _mean_scores([r["val"] for r in member_rows])
     else:
@@ -294,9 +294,9 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     if members is not None:
         summary["members"] = member_rows
         summary["validation"] = ("out-of-fold: each training sample scored by the fold model "
-                                 "that held it out, at the epoch the other folds chose "
-                                 "(val_own_epochs: at the fold's own best epoch, chosen on "
-                                 "those samples)" if cfg.folds else
+                                 "that held it out, at that model's best epoch (chosen on those "
+                                 "samples: optimistic on small folds); val_nested: at the epoch "
+                                 "the other folds chose (pessimistic)" if cfg.folds else
                                  "mean of the members' holdout scores")
         if components:
             summary["components_test"] = components
