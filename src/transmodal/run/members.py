@@ -93,10 +93,10 @@ def nested_out_of_fold(task: Any, members: list[Member], curves: list[list[np.nd
     A fold model keeps the epoch that scored best on its own validation fold, so its outputs
     at that epoch have already been selected on: on 7-sample folds the transformer's
     out-of-fold accuracy ran +5 points above its test accuracy (ArrowHead +11 to +23; README).
-    This is the other side: fold k scored at the epoch that the *other* folds of its seed choose
-    (on 3 of 4 measured runs 8-17 points *below* the fold models' test accuracy: a small fold model's curve
-    swings from epoch to epoch, and another fold's good epoch is often a poor one for it), so
-    the two bracket it; ``summary.json`` reports both. Fold k's epoch: the others, pooled, choose
+    This is the other side: fold k scored at the epoch that the *other* folds of its seed
+    choose (on 3 of 4 measured runs 8-17 points *below* the fold models' test accuracy: a small
+    fold model's curve swings from epoch to epoch, and another fold's good epoch is often a poor
+    one for it), so the two bracket it; ``summary.json`` reports both. Fold k's epoch: the others, pooled, choose
     (the same rule as the best-epoch choice, ``Task.compare``: ties go to the later epoch), over
     the epochs every fold of the seed ran. ``curves[i]``: member i's validation raw outputs
     per epoch (``ValidationOutputs``); ``y_true``/``y_enc``: all training targets (user's /
