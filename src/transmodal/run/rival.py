@@ -211,19 +211,17 @@ def choose_blend(task: Any, y_true: np.ndarray, y_enc: np.ndarray, model_oof: np
                                               [step / BLEND_STEPS, 1.0 - step / BLEND_STEPS]))
               for n in names for step in range(BLEND_STEPS)]
     losses = [sample_losses(task, raw, y_enc) for _, _, raw in cands]  # each (N,)
-    base = losses[1 + names.index(incumbent) * BLEND_STEPS]  # the incumbent alone (weight 0)
+    alone_at = {"model": 0, **{n: 1 + i * BLEND_STEPS for i, n in enumerate(names)}}  # weight 0
     best = min(range(len(cands)), key=lambda i: (losses[i].mean(), -cands[i][1]))
-    gain = base - losses[best]  # (N,) per-sample loss advantage over the incumbent
+    gain = losses[alone_at[incumbent]] - losses[best]  # (N,) advantage over the incumbent
     se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else float("inf")
-    switch = bool(gain.mean() > GUARD_Z * se)
-    pick = best if switch else 1 + names.index(incumbent) * BLEND_STEPS
+    pick = best if gain.mean() > GUARD_Z * se else alone_at[incumbent]
     rival, weight, raw = cands[pick]
 
     def score(r: np.ndarray) -> float:
         return float(task.score(y_true, task.decode(r))[metric])
 
-    alone = {"model": (model_oof, losses[0]),
-             **{n: (rival_oof[n], losses[1 + i * BLEND_STEPS]) for i, n in enumerate(names)}}
+    alone = {k: (cands[i][2], losses[i]) for k, i in alone_at.items()}
     return {"rival": rival, "model_weight": weight, metric: score(raw),
             "loss": float(losses[pick].mean()), "metric": metric, "incumbent": incumbent,
             "best_candidate": {"rival": cands[best][0], "model_weight": cands[best][1],
