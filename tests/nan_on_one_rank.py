@@ -11,10 +11,10 @@ import torch
 from transmodal.cli import main
 from transmodal.engine.refine import RefineStage
 
-fit = importlib.import_module("transmodal.run.fit")  # the module (transmodal.run.fit is also a function)
+trainer = importlib.import_module("transmodal.run.trainer")
 
 RANK, AT, OUT = int(os.environ["RANK"]), int(os.environ["NAN_AT"]), os.environ["WEIGHTS_OUT"]
-real_loss, real_train = RefineStage.batch_loss, fit._MemberTrainer.train
+real_loss, real_train = RefineStage.batch_loss, trainer.MemberTrainer.train
 calls = 0
 
 
@@ -31,5 +31,5 @@ def train(self, *args, **kw):
     return out
 
 
-RefineStage.batch_loss, fit._MemberTrainer.train = batch_loss, train
+RefineStage.batch_loss, trainer.MemberTrainer.train = batch_loss, train
 sys.exit(main())

@@ -16,8 +16,8 @@ from transmodal.tasks import get_task
 
 
 def _tiny(tiny_bodies, **kw):
-    return dict(body=str(tiny_bodies["bert"]), epochs=2, batch_size=8, max_tokens=8,
-                progress=False, baselines="none", **kw)
+    return {**dict(body=str(tiny_bodies["bert"]), epochs=2, batch_size=8, max_tokens=8,
+                   progress=False, baselines="none"), **kw}
 
 
 def _split_data(toy_series):
@@ -61,6 +61,7 @@ def test_folds_refused_when_a_class_is_too_small(toy_series):
     ({"folds": -2}, "give 2 or more folds"),
     ({"ensemble": 0}, "at least 1"),
     ({"method": "best"}, "unknown --method"),
+    ({"folds": 3, "fold_epoch": "best"}, "unknown --fold-epoch"),
     ({"folds": 3, "objective": "contrastive"}, "apply to --objective supervised"),
     ({"ensemble": 2, "head": "generate"}, "--head generate is not supported with them yet"),
 ])
@@ -146,6 +147,50 @@ def test_fold_runs_report_the_own_and_the_nested_epoch_scores(tiny_bodies, toy_s
         assert 1 <= row["nested_epoch"] <= row["epochs_run"]
     assert set(run.summary["metrics"]) >= {"val", "val_nested"}
     assert "the other folds chose" in run.summary["validation"]
+
+
+def _epoch_records(run_dir) -> list[dict]:
+    """The refine stage's metrics.jsonl lines, each member's in epoch order, without timings."""
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [{k: v for k, v in r.items() if k != "seconds"} for r in lines if r.get("stage") == "refine"]
+    return sorted(rows, key=lambda r: (r["member"], r["epoch"]))
+
+
+def test_common_epoch_trains_each_fold_as_alone_and_keeps_the_pooled_best(tiny_bodies, toy_series,
+                                                                          tmp_path):
+    """--fold-epoch common: the folds train side by side, each bit for bit as alone (same
+    losses and validation scores every epoch), and all keep the epoch of the best pooled
+    out-of-fold score; the kept weights give that epoch's outputs; save/load/predict."""
+    (x, y), (xt, yt) = _split_data(toy_series)
+    opts = dict(folds=3, test_data=(xt, yt), **_tiny(tiny_bodies, epochs=4, patience=0))
+    own = transmodal.fit((x, y), out=tmp_path / "own", **opts)
+    common = transmodal.fit((x, y), out=tmp_path / "common", fold_epoch="common", **opts)
+    assert _epoch_records(tmp_path / "own") == _epoch_records(tmp_path / "common")
+    epoch = common.summary["common_epoch"]["0"]
+    assert [m["best_epoch"] for m in common.summary["members"]] == [epoch] * 3
+    assert "pooled out-of-fold" in common.summary["validation"]
+    # the pooled out-of-fold accuracy per epoch, from the per-member records (n_val each)
+    rows = _epoch_records(tmp_path / "common")
+    n_val = {m["index"]: m["n_val"] for m in common.summary["members"]}
+    pooled = [sum(r["val_accuracy"] * n_val[r["member"]] for r in rows if r["epoch"] == e) / 30
+              for e in range(1, 5)]
+    assert pooled[epoch - 1] == pytest.approx(max(pooled))
+    assert common.summary["metrics"]["val"]["accuracy"] == pytest.approx(pooled[epoch - 1])
+    with np.load(tmp_path / "common/out_of_fold.npz", allow_pickle=False) as oof:
+        # re-predicted with the kept weights: the outputs of the chosen epoch
+        assert (oof["model"].argmax(1) == oof["y"]).mean() == pytest.approx(pooled[epoch - 1])
+    loaded = transmodal.load(tmp_path / "common")
+    assert np.allclose(loaded.predict_proba(xt), common.predict_proba(xt), atol=1e-6)
+    assert own.summary["metrics"]["val"]["accuracy"] >= common.summary["metrics"]["val"]["accuracy"]
+
+
+def test_common_epoch_stops_every_fold_together(tiny_bodies, toy_series):
+    (x, y), _ = _split_data(toy_series)
+    run = transmodal.fit((x, y), folds=3, fold_epoch="common",
+                         **_tiny(tiny_bodies, epochs=6, patience=1, lr=1e-12, head_lr=1e-12))
+    # (almost) no learning: the pooled score ties epoch 1 at epoch 2, so all stop there
+    assert [m["epochs_run"] for m in run.summary["members"]] == [2, 2, 2]
+    assert run.summary["common_epoch"]["0"] == 2  # a tie goes to the later epoch
 
 
 def test_test_split_never_reaches_selection(tiny_bodies, toy_series):

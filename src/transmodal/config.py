@@ -25,6 +25,7 @@ ON_NAN_CHOICES = ("stop", "skip")
 SCHEDULE_CHOICES = ("cosine", "constant")
 BASELINE_CHOICES = ("none", "fast", "all")
 METHOD_CHOICES = ("model", "auto")
+FOLD_EPOCH_CHOICES = ("own", "common")
 AUTO_FOLDS = 5  # --method auto with --folds 0: the inner cross-validation's fold count
 HEAD_CHOICES = ("linear", "generate")
 DECODE_CHOICES = ("constrained", "score", "free")
@@ -154,6 +155,11 @@ class FitConfig:
     folds: int = option(0, "k-fold model selection on the training data: K fold models, each "
                         "validated on its own fold, averaged as an ensemble; out-of-fold scores "
                         "replace the holdout's; 0: one model and a --val-fraction holdout")
+    fold_epoch: str = option("own", "with --folds: own: each fold model keeps the epoch best on "
+                             "its own fold (its out-of-fold score is chosen on those samples); "
+                             "common: the folds train side by side and all keep the one epoch "
+                             "best on the pooled out-of-fold score (K models in memory at once)",
+                             choices="|".join(FOLD_EPOCH_CHOICES))
     ensemble: int = option(1, "train this many models (seeds --seed, --seed+1, ...) and average "
                            "their probabilities (or values)")
     method: str = option("model", "model: the transformer alone; auto: also fit MiniRocket and "
@@ -314,6 +320,7 @@ class FitConfig:
     def _check_member_options(self) -> None:
         """--folds, --ensemble, --method (issue 16): several models in one run."""
         _choice("method", self.method, METHOD_CHOICES)
+        _choice("fold_epoch", self.fold_epoch, FOLD_EPOCH_CHOICES)
         if int(self.folds) < 0 or int(self.folds) == 1:
             raise ConfigError(f"--folds {self.folds}: give 2 or more folds, or 0 for one model "
                               "with a --val-fraction holdout")

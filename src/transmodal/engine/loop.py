@@ -131,45 +131,53 @@ def run_stage(stage: Stage, state: LoopState, accelerator, callbacks: Sequence[A
     cbs = CallbackList(callbacks)
     start = stage.epochs if state.stopped else state.epoch
     cbs.on_stage_begin(stage, state, start)
-    processes = getattr(accelerator, "num_processes", 1)
     for epoch in range(start, stage.epochs):
-        t0 = time.perf_counter()
-        stage.model.train()
-        losses: list[tuple[float, int]] = []
-        skipped = 0
-        for batch in stage.batches(epoch):
-            loss, n = stage.batch_loss(batch)
-            stage.optimizer.zero_grad(set_to_none=True)
-            bad = None if torch.isfinite(loss) else stage.loss_name
-            if processes > 1:  # every rank skips (or stops at) a batch that one rank cannot train
-                from .distributed import agree_nonfinite
-
-                bad = agree_nonfinite(bad is not None, loss.device, stage.loss_name, processes)
-            if bad is None:
-                stage.backward(accelerator, loss)
-                norm = grad_norm(accelerator, stage.params, stage.grad_clip)
-                bad = None if norm is None or torch.isfinite(norm) else "gradient"
-            if bad is not None:
-                cbs.on_nonfinite(stage, state, epoch, bad)  # raises unless the batch may be dropped
-                stage.optimizer.zero_grad(set_to_none=True)  # drop it: no optimizer/scheduler step
-                skipped += 1
-                continue
-            stage.optimizer.step()
-            if stage.scheduler is not None:
-                stage.scheduler.step()
-            state.step += 1
-            losses.append((loss.item(), n))
-        state.skipped_batches += skipped
-        state.epoch = epoch + 1
-        end = stage.end_epoch(state, losses, skipped)
-        end.record = {"stage": stage.name, "epoch": state.epoch, "step": state.step, **end.record,
-                      "seconds": time.perf_counter() - t0}
-        state.history.append(end.record)
-        cbs.on_epoch_end(stage, state, end)
+        run_epoch(stage, state, accelerator, cbs, epoch)
         if state.stopped:
             break
     cbs.on_stage_end(stage, state)
     return state
+
+
+def run_epoch(stage: Stage, state: LoopState, accelerator, cbs: Any, epoch: int) -> EpochEnd:
+    """One epoch of ``stage`` (0-based ``epoch``): its steps, its report, the callbacks'
+    ``on_epoch_end``. ``cbs``: a ``CallbackList``. Stages trained side by side
+    (``lockstep.py``) call it in turn."""
+    processes = getattr(accelerator, "num_processes", 1)
+    t0 = time.perf_counter()
+    stage.model.train()
+    losses: list[tuple[float, int]] = []
+    skipped = 0
+    for batch in stage.batches(epoch):
+        loss, n = stage.batch_loss(batch)
+        stage.optimizer.zero_grad(set_to_none=True)
+        bad = None if torch.isfinite(loss) else stage.loss_name
+        if processes > 1:  # every rank skips (or stops at) a batch that one rank cannot train
+            from .distributed import agree_nonfinite
+
+            bad = agree_nonfinite(bad is not None, loss.device, stage.loss_name, processes)
+        if bad is None:
+            stage.backward(accelerator, loss)
+            norm = grad_norm(accelerator, stage.params, stage.grad_clip)
+            bad = None if norm is None or torch.isfinite(norm) else "gradient"
+        if bad is not None:
+            cbs.on_nonfinite(stage, state, epoch, bad)  # raises unless the batch may be dropped
+            stage.optimizer.zero_grad(set_to_none=True)  # drop it: no optimizer/scheduler step
+            skipped += 1
+            continue
+        stage.optimizer.step()
+        if stage.scheduler is not None:
+            stage.scheduler.step()
+        state.step += 1
+        losses.append((loss.item(), n))
+    state.skipped_batches += skipped
+    state.epoch = epoch + 1
+    end = stage.end_epoch(state, losses, skipped)
+    end.record = {"stage": stage.name, "epoch": state.epoch, "step": state.step, **end.record,
+                  "seconds": time.perf_counter() - t0}
+    state.history.append(end.record)
+    cbs.on_epoch_end(stage, state, end)
+    return end
 
 
 class RowsDataset(torch.utils.data.Dataset):

@@ -120,12 +120,28 @@ def refine(model: nn.Module, task: Any, train: tuple[np.ndarray, np.ndarray],
     validation) sample weights, or None (see :class:`RefineStage`). ``callbacks``: more
     callbacks after the standard ones (trackers, pruning).
     """
+    from .loop import run_stage
+
+    stage, state, cbs = refine_setup(model, task, train, val, val_true, cfg, accelerator, log,
+                                     progress, checkpointer, resume, weights, callbacks)
+    return run_stage(stage, state, accelerator, cbs)
+
+
+def refine_setup(model: nn.Module, task: Any, train: tuple[np.ndarray, np.ndarray],
+                 val: tuple[np.ndarray, np.ndarray], val_true: np.ndarray, cfg: Any, accelerator: Any,
+                 log: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
+                 checkpointer: Any = None, resume: dict[str, Any] | None = None,
+                 weights: tuple[np.ndarray, np.ndarray] | None = None, callbacks: Any = (),
+                 select: bool = True) -> tuple[RefineStage, LoopState, list[Any]]:
+    """The refine stage, its start state and its callbacks, ready for ``run_stage``.
+    ``select=False``: no best epoch or early stopping of its own (a lockstep run's
+    ``CommonEpoch`` chooses for all folds, ``lockstep.py``)."""
     from .callbacks import standard_callbacks
-    from .loop import run_stage, start_state
+    from .loop import start_state
 
     stage = RefineStage(model, task, train, val, val_true, cfg, accelerator, weights)
     state = start_state(stage, accelerator, resume)  # last: it puts back the RNG states
-    callbacks = standard_callbacks(accelerator=accelerator, on_nan=cfg.on_nan,
-                                   checkpointer=checkpointer, log=log, progress=progress,
-                                   task=task, patience=cfg.patience, extra=callbacks)
-    return run_stage(stage, state, accelerator, callbacks)
+    cbs = standard_callbacks(accelerator=accelerator, on_nan=cfg.on_nan,
+                             checkpointer=checkpointer, log=log, progress=progress,
+                             task=task if select else None, patience=cfg.patience, extra=callbacks)
+    return stage, state, cbs

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..config import BEFORE_OPTION, FitConfig
 from ..data import Preprocessor, load_dataset, split_train_val
-from ..data.stream import bounded_sample, prepare_streamed, streamed
+from ..data.stream import prepare_streamed, streamed
 from ..engine.augment import check_task as check_augment_task
-from ..engine.callbacks import ValidationOutputs
 from ..engine.loop import predict_outputs
-from ..engine.optim import make_accelerator, memory_advice
-from ..engine.refine import refine
+from ..engine.optim import make_accelerator
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models import ModelSpec, build_model
 from ..models.bodies import takes_pixels
@@ -30,6 +27,7 @@ from ..tasks.regression import class_code_note
 from .baselines import score_baselines
 from .checkpoint import Checkpointer, data_fingerprint
 from .members import nested_out_of_fold, out_of_fold_outputs, plan_members
+from .trainer import MemberTrainer, train_members
 from .rival import describe_choice
 from .folder import RunFolder
 from .run import Run
@@ -185,8 +183,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
                                     writes=folder is not None)
     for tracker in trackers:  # an epoch goes to the trackers once a checkpoint holds it
         tracker.checkpointer = checkpointer
-    trainer = _MemberTrainer(task, cfg, accelerator, progress, callbacks, y_train,
-                             lambda text: _note(notes, progress, text))
+    trainer = MemberTrainer(task, cfg, accelerator, progress, callbacks, y_train,
+                            lambda text: _note(notes, progress, text))
 
     if members is None:  # one model: the holdout split above
         model, state, aligned, t_align, t_refine = trainer.train(
@@ -195,37 +193,25 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         states = [state]
     else:
         y_all = y_tr  # all training samples, encoded (tr holds them all)
-        fitted, states, member_rows, oof_parts, curves = [], [], [], [], []
-        t_align = t_refine = 0.0
-        for m in members:
-            if m.index > 0:  # member 0 was built above (its seed set before)
-                seed_everything(m.seed)
-                model = _build(spec, cfg)
-                apply_tuning(model, cfg.tune, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                             lora_dropout=cfg.lora_dropout)
-            if progress:
-                print(f"member {m.index + 1}/{len(members)}: seed {m.seed}"
-                      + (f", fold {m.fold + 1}/{cfg.folds}" if m.fold is not None else ""),
-                      file=sys.stderr)
-            member_cfg = dataclasses.replace(cfg, seed=m.seed)
-            w = (None if sample_weight is None else
-                 sample_weights(sample_weight, y_train, task, m.train, m.val))
-            outputs = ValidationOutputs()  # --folds: each epoch's outputs on this fold
-            model, state, aligned, ta, tf = trainer.train(
-                model, (x_all[m.train], y_all[m.train]), (x_all[m.val], y_all[m.val]), m.val,
-                lambda rec, i=m.index: log({**rec, "member": i}), None, None, w, member_cfg,
-                refine_callbacks=[outputs] if cfg.folds else [])
-            curves.append(outputs.per_epoch)
-            t_align, t_refine = t_align + ta, t_refine + tf
-            fitted.append(model)
-            states.append(state)
-            member_rows.append({**m.describe(), "best_epoch": state.best_epoch,
-                                "epochs_run": state.epoch,
-                                "val": {k: v for k, v in (state.best_val or {}).items() if k != "loss"}})
-            if cfg.folds:
-                oof_parts.append(predict_outputs(model, x_all[m.val], cfg.batch_size * 2, accelerator,
-                                                 shard=True))
-        state = states[0]
+        first = model
+
+        def build(m: Any) -> Any:  # member 0 was built above (its seed set before)
+            if m.index == 0:
+                return first
+            seed_everything(m.seed)
+            new = _build(spec, cfg)
+            apply_tuning(new, cfg.tune, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                         lora_dropout=cfg.lora_dropout)
+            return new
+
+        trained = train_members(
+            trainer, members, build, x_all, y_all,
+            lambda m: None if sample_weight is None else sample_weights(
+                sample_weight, y_train, task, m.train, m.val), log)
+        fitted, states, member_rows = trained.fitted, trained.states, trained.rows
+        oof_parts, curves = trained.oof_parts, trained.curves
+        t_align, t_refine, aligned = trained.t_align, trained.t_refine, trained.aligned
+        model, state = fitted[-1], states[0]
 
     # --- rivals (--method auto): compared out-of-fold on the training data only
     rival, choice, model_weight, t_rival = None, None, 1.0, 0.0
@@ -293,11 +279,9 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         summary["head_init"] = trainer.head_inits if len(trainer.head_inits) > 1 else trainer.head_inits[0]
     if members is not None:
         summary["members"] = member_rows
-        summary["validation"] = ("out-of-fold: each training sample scored by the fold model "
-                                 "that held it out, at that model's best epoch (chosen on those "
-                                 "samples: optimistic on small folds); val_nested: at the epoch "
-                                 "the other folds chose (pessimistic)" if cfg.folds else
-                                 "mean of the members' holdout scores")
+        summary["validation"] = _validation_text(cfg)
+        if trained.common_epochs:  # --fold-epoch common: seed -> the epoch all its folds keep
+            summary["common_epoch"] = {str(k): v for k, v in trained.common_epochs.items()}
         if components:
             summary["components_test"] = components
         if choice is not None:
@@ -330,72 +314,17 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     return run
 
 
-class _MemberTrainer:
-    """Align then refine one model (a member) on its training and validation parts."""
-
-    def __init__(self, task: Any, cfg: FitConfig, accelerator: Any, progress: bool,
-                 callbacks: list[Any], y_user: np.ndarray, note: Any) -> None:
-        self.task, self.cfg, self.accelerator = task, cfg, accelerator
-        self.progress, self.callbacks, self.y_user, self.note = progress, callbacks, y_user, note
-        self.head_inits: list[str] = []  # what each member's head started from (--head-init)
-
-    def train(self, model: Any, train: tuple[np.ndarray, np.ndarray],
-              val: tuple[np.ndarray, np.ndarray], val_idx: np.ndarray, log: Any,
-              checkpointer: Any, ckpt: dict[str, Any] | None, weights: Any,
-              cfg: FitConfig | None = None, refine_callbacks: Sequence[Any] = ()
-              ) -> tuple[Any, Any, Any, float, float]:
-        """(trained model unwrapped, refine state, alignment record, align s, refine s);
-        ``refine_callbacks`` run in the refine stage only (a fold's validation outputs)."""
-        cfg = cfg or self.cfg
-        accelerator, task, callbacks = self.accelerator, self.task, self.callbacks
-        fsdp = cfg.distributed == "fsdp"  # whole model until the refine stage shards it
-        model = model.to(accelerator.device) if fsdp else accelerator.prepare(model)  # once
-        x_tr, y_tr = train
-
-        # --- stage 1: align
-        t0 = time.perf_counter()
-        aligned = None
-        if cfg.align != "none" and not (ckpt is not None and ckpt["stage"] == "refine"):
-            from ..align.stage import align
-            from ..models.bodies.hf import resolve_body_path
-
-            labels = task.alignment_labels(y_tr, cfg.n_pseudo_labels, cfg.seed)
-            x_align, labels, sampled = bounded_sample(x_tr, labels, cfg.seed)  # data on disk: bounded
-            if sampled:
-                self.note(sampled)
-            with memory_advice("align", cfg.batch_size):
-                aligned = align(model, x_align, labels, cfg, resolve_body_path(cfg.body), accelerator,
-                                log=log, progress=self.progress, checkpointer=checkpointer,
-                                resume=ckpt if ckpt is not None and ckpt["stage"] == "align" else None,
-                                callbacks=callbacks)
-        t_align = time.perf_counter() - t0
-
-        # --- stage 2: refine (a resumed refine stage restores the head it had)
-        t0 = time.perf_counter()
-        if cfg.head_init == "probe" and not (ckpt is not None and ckpt["stage"] == "refine"):
-            from ..engine.probe import warm_start_head
-
-            self.head_inits.append(warm_start_head(
-                accelerator.unwrap_model(model), task, x_tr, y_tr,
-                None if weights is None else weights[0], 2 * cfg.batch_size,
-                accelerator.device, accelerator.autocast))
-        if fsdp:
-            from ..engine.distributed import meta_twin, shard_model
-
-            twin = meta_twin(model)
-            model = shard_model(model, accelerator)
-        with memory_advice("refine", cfg.batch_size):
-            state = refine(model, task, train, val, self.y_user[val_idx], cfg, accelerator,
-                           log=log, progress=self.progress, checkpointer=checkpointer,
-                           resume=ckpt if ckpt is not None and ckpt["stage"] == "refine" else None,
-                           weights=weights, callbacks=[*callbacks, *refine_callbacks])
-        if fsdp:  # every rank: the trained weights gathered into a plain model
-            from ..engine.distributed import gather_model
-
-            model = gather_model(model, twin, accelerator.device)
-        else:
-            model = accelerator.unwrap_model(model)
-        return model, state, aligned, t_align, time.perf_counter() - t0
+def _validation_text(cfg: FitConfig) -> str:
+    """What ``metrics.val`` is, for ``summary.json``."""
+    if not cfg.folds:
+        return "mean of the members' holdout scores"
+    if cfg.fold_epoch == "common":
+        kept = ("all fold models at the one epoch that was best on the pooled out-of-fold score "
+                "(one choice on every training sample: mildly optimistic)")
+    else:
+        kept = ("at that model's best epoch (chosen on those samples: optimistic on small folds)")
+    return ("out-of-fold: each training sample scored by the fold model that held it out, "
+            f"{kept}; val_nested: at the epoch the other folds chose (pessimistic)")
 
 
 def _build(spec: ModelSpec, cfg: FitConfig) -> Any:
