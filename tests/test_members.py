@@ -193,6 +193,19 @@ def test_common_epoch_stops_every_fold_together(tiny_bodies, toy_series):
     assert run.summary["common_epoch"]["0"] == 2  # a tie goes to the later epoch
 
 
+@pytest.mark.parametrize("fold_epoch", ["own", "common"])
+def test_out_of_fold_scores_are_weighted_by_the_sample_weights(tiny_bodies, toy_series, tmp_path,
+                                                               fold_epoch):
+    (x, y), _ = _split_data(toy_series)
+    w = np.where(np.arange(30) < 12, 4.0, 1.0)  # the first 12 samples count 4 times
+    run = transmodal.fit((x, y), out=tmp_path / "w", folds=3, fold_epoch=fold_epoch,
+                         sample_weight=w, **_tiny(tiny_bodies))
+    with np.load(tmp_path / "w/out_of_fold.npz", allow_pickle=False) as oof:
+        right = oof["model"].argmax(1) == oof["y"]
+    assert np.average(right, weights=w) != pytest.approx(right.mean())  # the weights matter here
+    assert run.summary["metrics"]["val"]["accuracy"] == pytest.approx(np.average(right, weights=w))
+
+
 def test_test_split_never_reaches_selection(tiny_bodies, toy_series):
     """Shuffling the test labels changes no validation score and no member's best epoch."""
     (x, y), (xt, yt) = _split_data(toy_series)

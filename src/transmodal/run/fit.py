@@ -118,9 +118,13 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     if ds.x_test is not None:
         task.check_eval_targets(ds.x_test, y_test)  # e.g. unseen labels: clear error now
     weights = sample_weights(sample_weight, y_train, task, tr, va) if members is None else None
+    pooled_weight = None  # --folds: every training sample's weight (mean 1) for out-of-fold scores
     if members is not None and sample_weight is not None:
         for m in members:  # checked now: a split with only zero weights fails before training
             sample_weights(sample_weight, y_train, task, m.train, m.val)
+        everyone = np.arange(len(y_train))
+        pooled = sample_weights(sample_weight, y_train, task, everyone, everyone)
+        pooled_weight = None if pooled is None else pooled[1]
     fingerprint = data_fingerprint(ds.x_train, y_train, ds.x_test, y_test,
                                    *(() if weights is None else weights),
                                    *((ds.y_train, ds.y_test) if captions else ()))
@@ -207,7 +211,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         trained = train_members(
             trainer, members, build, x_all, y_all,
             lambda m: None if sample_weight is None else sample_weights(
-                sample_weight, y_train, task, m.train, m.val), log)
+                sample_weight, y_train, task, m.train, m.val), log, pooled_weight)
         fitted, states, member_rows = trained.fitted, trained.states, trained.rows
         oof_parts, curves = trained.oof_parts, trained.curves
         t_align, t_refine, aligned = trained.t_align, trained.t_refine, trained.aligned
@@ -220,11 +224,12 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     if members is not None and cfg.folds:
         y_enc = y_all  # encoded targets of all training samples
         oof = out_of_fold_outputs(task, members, oof_parts, len(y_train))  # epochs chosen on them
-        nested, epochs = nested_out_of_fold(task, members, curves, y_train, y_enc)
+        nested, epochs = nested_out_of_fold(task, members, curves, y_train, y_enc, pooled_weight)
         for row, epoch in zip(member_rows, epochs):
             row["nested_epoch"] = epoch  # the epoch the other folds chose (val_nested)
-        metrics["val"] = task.score(y_train, task.decode(oof))  # out-of-fold: every sample once
-        metrics["val_nested"] = task.score(y_train, task.decode(nested))  # the pessimistic bound
+        w = () if pooled_weight is None else (pooled_weight,)
+        metrics["val"] = task.score(y_train, task.decode(oof), *w)  # out-of-fold: every sample once
+        metrics["val_nested"] = task.score(y_train, task.decode(nested), *w)  # the pessimistic bound
         if cfg.method == "auto":
             t0 = time.perf_counter()
             rival, choice, rival_oof = _choose_rival(task, cfg, ds, y_enc, oof, members, progress)

@@ -87,7 +87,8 @@ def out_of_fold_outputs(task: Any, members: list[Member], outputs: list[np.ndarr
 
 
 def nested_out_of_fold(task: Any, members: list[Member], curves: list[list[np.ndarray]],
-                       y_true: np.ndarray, y_enc: np.ndarray) -> tuple[np.ndarray, list[int]]:
+                       y_true: np.ndarray, y_enc: np.ndarray, weight: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, list[int]]:
     """Out-of-fold outputs whose epochs were chosen without the fold they score.
 
     A fold model keeps the epoch that scored best on its own validation fold, so its outputs
@@ -100,7 +101,7 @@ def nested_out_of_fold(task: Any, members: list[Member], curves: list[list[np.nd
     (the same rule as the best-epoch choice, ``Task.compare``: ties go to the later epoch), over
     the epochs every fold of the seed ran. ``curves[i]``: member i's validation raw outputs
     per epoch (``ValidationOutputs``); ``y_true``/``y_enc``: all training targets (user's /
-    encoded). Returns the mixed out-of-fold outputs (n, ...) and each member's epoch (1-based).
+    encoded); ``weight``: all training samples' weights, or None. Returns the mixed out-of-fold outputs (n, ...) and each member's epoch (1-based).
     """
     import torch
 
@@ -113,11 +114,13 @@ def nested_out_of_fold(task: Any, members: list[Member], curves: list[list[np.nd
         else:
             span = min(len(curves[j]) for j in [i, *others])
             idx = np.concatenate([members[j].val for j in others])
+            w = () if weight is None else (weight[idx] / weight[idx].mean(),)
             best, best_scores = 1, None
             for e in range(span):
                 raw = np.concatenate([curves[j][e] for j in others])
-                scores = {**task.score_outputs(y_true[idx], raw),
-                          "loss": float(task.loss(torch.from_numpy(raw), torch.from_numpy(y_enc[idx])))}
+                loss = task.loss(torch.from_numpy(raw), torch.from_numpy(y_enc[idx]),
+                                 *(torch.from_numpy(v) for v in w))
+                scores = {**task.score_outputs(y_true[idx], raw, *w), "loss": float(loss)}
                 if task.compare(scores, best_scores) >= 0:
                     best, best_scores = e + 1, scores
         epochs.append(best)

@@ -125,10 +125,12 @@ class MembersResult:
 
 def train_members(trainer: MemberTrainer, members: list[Member], build: Callable[[Member], Any],
                   x_all: np.ndarray, y_all: np.ndarray, sample_weights: Callable[[Member], Any],
-                  log: Any) -> MembersResult:
-    """Train every member (``build(m)`` makes member m's fresh model, its seed set first).
-    k-fold runs with ``--fold-epoch common`` train the folds of each seed side by side and keep
-    them all at one epoch; otherwise one member after another, each at its own best epoch."""
+                  log: Any, pooled_weight: np.ndarray | None = None) -> MembersResult:
+    """Train every member (``build(m)`` makes member m's fresh model, its seed set first;
+    ``sample_weights(m)`` its (training, validation) weights or None). k-fold runs with
+    ``--fold-epoch common`` train the folds of each seed side by side and keep them all at one
+    epoch, chosen with ``pooled_weight`` (every training sample's weight, mean 1, or None);
+    otherwise one member after another, each at its own best epoch."""
     cfg = trainer.cfg
     result = MembersResult()
     together = bool(cfg.folds) and cfg.fold_epoch == "common"
@@ -138,7 +140,7 @@ def train_members(trainer: MemberTrainer, members: list[Member], build: Callable
     for group in groups.values():
         if together:
             _train_side_by_side(trainer, group, build, x_all, y_all, sample_weights, log, result,
-                                len(members))
+                                len(members), pooled_weight)
         else:
             _train_one(trainer, group[0], build, x_all, y_all, sample_weights, log, result,
                        len(members))
@@ -187,7 +189,7 @@ def _train_one(trainer: MemberTrainer, m: Member, build: Callable[[Member], Any]
 def _train_side_by_side(trainer: MemberTrainer, group: list[Member], build: Callable[[Member], Any],
                         x_all: np.ndarray, y_all: np.ndarray,
                         sample_weights: Callable[[Member], Any], log: Any,
-                        result: MembersResult, n: int) -> None:
+                        result: MembersResult, n: int, pooled_weight: np.ndarray | None) -> None:
     """The folds of one seed: each aligned and set up in turn (as alone), then refined side by
     side and kept at the epoch of the best pooled out-of-fold score (``lockstep.py``)."""
     from tqdm.auto import tqdm
@@ -211,7 +213,7 @@ def _train_side_by_side(trainer: MemberTrainer, group: list[Member], build: Call
             progress=False, weights=weights, callbacks=[*trainer.callbacks, outputs[-1]],
             select=False)
         lanes.append(Lane(stage, state, CallbackList(cbs), trainer.y_user[m.val], y_all[m.val],
-                          None if weights is None else weights[1]))  # its RNG state: now
+                          None if pooled_weight is None else pooled_weight[m.val]))  # RNG: now
         starts.append((model, twin, member_cfg))
     selection = CommonEpoch(task, lanes, trainer.accelerator, cfg.patience)
     bar = tqdm(total=cfg.epochs, desc=f"refine, {len(group)} folds side by side",
