@@ -62,6 +62,8 @@ def test_folds_refused_when_a_class_is_too_small(toy_series):
     ({"ensemble": 0}, "at least 1"),
     ({"method": "best"}, "unknown --method"),
     ({"folds": 3, "fold_epoch": "best"}, "unknown --fold-epoch"),
+    ({"folds": 3, "refit": True}, "--refit trains for the epochs that the folds chose together"),
+    ({"refit": True, "fold_epoch": "common"}, "add --folds K"),
     ({"folds": 3, "objective": "contrastive"}, "apply to --objective supervised"),
     ({"ensemble": 2, "head": "generate"}, "--head generate is not supported with them yet"),
 ])
@@ -204,6 +206,29 @@ def test_out_of_fold_scores_are_weighted_by_the_sample_weights(tiny_bodies, toy_
         right = oof["model"].argmax(1) == oof["y"]
     assert np.average(right, weights=w) != pytest.approx(right.mean())  # the weights matter here
     assert run.summary["metrics"]["val"]["accuracy"] == pytest.approx(np.average(right, weights=w))
+
+
+def test_refit_trains_one_model_on_all_data_for_the_common_epochs(tiny_bodies, toy_series,
+                                                                   tmp_path):
+    (x, y), (xt, yt) = _split_data(toy_series)
+    opts = dict(folds=3, fold_epoch="common", test_data=(xt, yt), **_tiny(tiny_bodies, epochs=3))
+    folds_only = transmodal.fit((x, y), **opts)
+    run = transmodal.fit((x, y), out=tmp_path / "refit", refit=True, **opts)
+    epoch = run.summary["common_epoch"]["0"]
+    assert epoch == folds_only.summary["common_epoch"]["0"]  # the folds trained as without --refit
+    assert run.summary["metrics"]["val"] == folds_only.summary["metrics"]["val"]  # their score
+    refit_row = run.summary["members"][-1]
+    assert refit_row["refit"] and refit_row["n_train"] == 30 and refit_row["n_val"] == 0
+    assert refit_row["epochs_run"] == epoch
+    records = [json.loads(line) for line in (tmp_path / "refit/metrics.jsonl").read_text().splitlines()]
+    refit_records = [r for r in records if r.get("refit") and r["stage"] == "refine"]
+    assert [r["epoch"] for r in refit_records] == list(range(1, epoch + 1))
+    assert not any(k.startswith("val_") for r in refit_records for k in r)  # nothing held out
+    assert len(run.members) == 1  # the refitted model replaces the fold models
+    assert not np.allclose(run.predict_proba(xt), folds_only.predict_proba(xt))
+    loaded = transmodal.load(tmp_path / "refit")
+    assert np.allclose(loaded.predict_proba(xt), run.predict_proba(xt), atol=1e-6)
+    assert "refitted on all training data" in run.summary["validation"]
 
 
 def test_test_split_never_reaches_selection(tiny_bodies, toy_series):

@@ -160,6 +160,10 @@ class FitConfig:
                              "common: the folds train side by side and all keep the one epoch "
                              "best on the pooled out-of-fold score (K models in memory at once)",
                              choices="|".join(FOLD_EPOCH_CHOICES))
+    refit: bool = option(False, "with --folds and --fold-epoch common: then train one model on "
+                         "all training data for the epochs the folds chose (same schedule) and "
+                         "keep it instead of the fold models (their out-of-fold score stays the "
+                         "run's validation score)")
     ensemble: int = option(1, "train this many models (seeds --seed, --seed+1, ...) and average "
                            "their probabilities (or values)")
     method: str = option("model", "model: the transformer alone; auto: also fit MiniRocket and "
@@ -326,6 +330,10 @@ class FitConfig:
                               "with a --val-fraction holdout")
         if int(self.ensemble) < 1:
             raise ConfigError("--ensemble must be at least 1 (1: a single model)")
+        if self.refit and not (self.folds or self.method == "auto") or (
+                self.refit and self.fold_epoch != "common"):
+            raise ConfigError("--refit trains for the epochs that the folds chose together: "
+                              "add --folds K (or --method auto) and --fold-epoch common")
         if self.method == "auto" and not self.folds:
             self.folds = AUTO_FOLDS  # resolved here, so config.yaml records the value used
         several = self.folds or self.ensemble > 1 or self.method == "auto"

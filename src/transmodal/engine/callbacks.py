@@ -137,6 +137,16 @@ class EarlyStopping(Callback):
         state.stopped = bool(self.patience and state.bad_epochs >= self.patience)
 
 
+class StopAfter(Callback):
+    """End the stage after ``epochs`` epochs (``--refit``: the epoch count the folds chose)."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_epoch_end(self, stage: Stage, state: LoopState, end: EpochEnd) -> None:
+        state.stopped = state.stopped or state.epoch >= self.epochs
+
+
 class MetricsLog(Callback):
     """One line per epoch to ``log`` (the run folder's metrics.jsonl)."""
 

@@ -90,22 +90,26 @@ class RefineStage(Stage):
             from .distributed import sync_buffers
 
             sync_buffers(self.unwrapped)
+        lrs = self.scheduler.get_last_lr()  # groups: [body, embedder + head], or the latter alone
+        record = {"train_loss": total / max(count, 1), "lr": lrs[0], "head_lr": lrs[-1],
+                  "skipped_batches": skipped}
         x_va, y_va = self.val
+        if len(y_va) == 0:  # --refit: all training data, nothing held out to score
+            return EpochEnd(record)
         with self.task.scoring(self.unwrapped, self.val_true):
             raw = predict_outputs(self.model, x_va, self.eval_batch, self.accelerator, shard=True)
         w = () if self.val_weight is None else (self.val_weight,)
         val_loss = float(self.task.loss(torch.from_numpy(raw), torch.from_numpy(y_va),
                                         *(torch.from_numpy(v) for v in w)))
         scores = {**self.task.score_outputs(self.val_true, raw, *w), "loss": val_loss}
-        lrs = self.scheduler.get_last_lr()  # groups: [body, embedder + head], or the latter alone
-        record = {"train_loss": total / max(count, 1), "val_loss": val_loss,
-                  **{f"val_{k}": v for k, v in scores.items() if k != "loss"},
-                  "lr": lrs[0], "head_lr": lrs[-1], "skipped_batches": skipped}
+        record = {"train_loss": record["train_loss"], "val_loss": val_loss,
+                  **{f"val_{k}": v for k, v in scores.items() if k != "loss"}, **record}
         return EpochEnd(record, scores, raw)
 
     def postfix(self, end: EpochEnd) -> dict[str, str]:
         metric = self.task.primary[0]
-        return {"loss": f"{end.record['train_loss']:.3f}", metric: f"{end.scores[metric]:.3f}"}
+        shown = {"loss": f"{end.record['train_loss']:.3f}"}
+        return shown if end.scores is None else {**shown, metric: f"{end.scores[metric]:.3f}"}
 
 
 def refine(model: nn.Module, task: Any, train: tuple[np.ndarray, np.ndarray],

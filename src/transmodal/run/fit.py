@@ -27,7 +27,7 @@ from ..tasks.regression import class_code_note
 from .baselines import score_baselines
 from .checkpoint import Checkpointer, data_fingerprint
 from .members import nested_out_of_fold, out_of_fold_outputs, plan_members
-from .trainer import MemberTrainer, train_members
+from .trainer import MemberTrainer, refit_members, train_members
 from .rival import describe_choice
 from .folder import RunFolder
 from .run import Run
@@ -215,6 +215,12 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
         fitted, states, member_rows = trained.fitted, trained.states, trained.rows
         oof_parts, curves = trained.oof_parts, trained.curves
         t_align, t_refine, aligned = trained.t_align, trained.t_refine, trained.aligned
+        if cfg.refit:  # the fold models gave the out-of-fold scores; these are kept instead
+            refits = refit_members(trainer, trained.common_epochs, len(members), build, x_all, y_all,
+                                   None if pooled_weight is None else (pooled_weight, np.zeros(0)),
+                                   log)
+            fitted, states, member_rows = refits.fitted, [*states, *refits.states], member_rows + refits.rows
+            t_align, t_refine, aligned = t_align + refits.t_align, t_refine + refits.t_refine, refits.aligned
         model, state = fitted[-1], states[0]
 
     # --- rivals (--method auto): compared out-of-fold on the training data only
@@ -328,8 +334,10 @@ def _validation_text(cfg: FitConfig) -> str:
                 "(one choice on every training sample: mildly optimistic)")
     else:
         kept = ("at that model's best epoch (chosen on those samples: optimistic on small folds)")
+    refit = ("; the kept model: one per seed refitted on all training data for that many "
+             "epochs (the fold models' scores estimate it)" if cfg.refit else "")
     return ("out-of-fold: each training sample scored by the fold model that held it out, "
-            f"{kept}; val_nested: at the epoch the other folds chose (pessimistic)")
+            f"{kept}; val_nested: at the epoch the other folds chose (pessimistic){refit}")
 
 
 def _build(spec: ModelSpec, cfg: FitConfig) -> Any:

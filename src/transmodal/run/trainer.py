@@ -16,8 +16,8 @@ import numpy as np
 
 from ..config import FitConfig
 from ..data.stream import bounded_sample
-from ..engine.callbacks import CallbackList, ValidationOutputs
-from ..engine.loop import predict_outputs
+from ..engine.callbacks import CallbackList, StopAfter, ValidationOutputs
+from ..engine.loop import predict_outputs, run_stage
 from ..engine.optim import memory_advice
 from ..engine.refine import refine, refine_setup
 from .members import Member
@@ -227,3 +227,40 @@ def _train_side_by_side(trainer: MemberTrainer, group: list[Member], build: Call
     for m, lane, (model, twin, member_cfg), out in zip(group, lanes, starts, outputs):
         _finish_member(trainer, m, trainer.end(model, twin, member_cfg), lane.state, x_all,
                        out.per_epoch, result)
+
+
+def refit_members(trainer: MemberTrainer, common_epochs: dict[int, int], first_index: int,
+                  build: Callable[[Member], Any], x_all: np.ndarray, y_all: np.ndarray,
+                  weights: tuple[np.ndarray, np.ndarray] | None, log: Any) -> MembersResult:
+    """``--refit``: per seed, one model trained on all training data (no holdout) for the
+    epochs its folds chose together (``common_epochs``: seed -> epoch), on the same schedule
+    (the run's ``--epochs`` span it, so epoch e is trained as the folds' epoch e was). The fold
+    models' out-of-fold score is the estimate of these models; nothing is scored here."""
+    cfg = trainer.cfg
+    result = MembersResult()
+    everyone, nobody = np.arange(len(y_all)), np.arange(0)
+    for i, (seed, epochs) in enumerate(common_epochs.items()):
+        m = Member(first_index + i, seed, everyone, nobody)
+        model = build(m)
+        if trainer.progress:
+            print(f"--refit: seed {seed}, all {len(y_all)} training samples, {epochs} epochs",
+                  file=sys.stderr)
+        member_cfg = dataclasses.replace(cfg, seed=seed)
+        member_log = lambda rec, i=m.index: log({**rec, "member": i, "refit": True})
+        model, result.aligned, ta, tp, twin = trainer.start(model, (x_all, y_all), member_log,
+                                                            None, None, weights, member_cfg)
+        t0 = time.perf_counter()
+        stage, state, cbs = refine_setup(
+            model, trainer.task, (x_all, y_all), (x_all[nobody], y_all[nobody]),
+            trainer.y_user[nobody], member_cfg, trainer.accelerator, member_log,
+            progress=trainer.progress, weights=weights,
+            callbacks=[*trainer.callbacks, StopAfter(epochs)], select=False)
+        with memory_advice("refine", cfg.batch_size):
+            run_stage(stage, state, trainer.accelerator, cbs)
+        state.best_epoch = state.epoch  # the last epoch is the one kept
+        result.t_align, result.t_refine = result.t_align + ta, result.t_refine + tp + time.perf_counter() - t0
+        result.fitted.append(trainer.end(model, twin, member_cfg))
+        result.states.append(state)
+        result.rows.append({**m.describe(), "refit": True, "best_epoch": state.epoch,
+                            "epochs_run": state.epoch})
+    return result
