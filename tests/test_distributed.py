@@ -105,31 +105,37 @@ def test_two_processes_match_one_with_the_same_global_batch(no_dropout_bert, npz
             assert sb["metrics"][split][key] == pytest.approx(value, **TOLERANCE), (split, key)
 
 
-@pytest.mark.slow  # two torchrun ranks: ~1 min on 2 busy cores
-def test_folds_side_by_side_on_two_processes_match_one(no_dropout_bert, npz40, tmp_path):
-    """--folds 2 --fold-epoch common under DDP: the folds' lockstep epochs and the pooled
-    choice are the same on 2 ranks (batch 5 each) as on 1 process (batch
-    10): 20 training samples per fold."""
+@pytest.mark.slow  # two torchrun ranks: ~1 min on 2 busy cores, each
+@pytest.mark.parametrize("distributed", ["ddp", "fsdp"])
+def test_folds_side_by_side_and_refit_on_two_processes_match_one(no_dropout_bert, npz40, tmp_path,
+                                                                distributed):
+    """--folds 2 --fold-epoch common --refit on 2 ranks (batch 5 each) as on 1 process (batch
+    10): the folds' lockstep epochs, the pooled choice and the refit on all 40 samples."""
     common = ["--data", str(npz40), "--body", no_dropout_bert, "--epochs", "3", "--max-tokens", "16",
               "--lr", "1e-3", "--head-lr", "1e-2", "--device", "cpu", "--quiet", "--head-norm", "none",
-              "--folds", "2", "--fold-epoch", "common", "--baselines", "none"]
+              "--folds", "2", "--fold-epoch", "common", "--refit", "--baselines", "none"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     two = tmp_path / "two"
+    sharded = ["--distributed", "fsdp"] if distributed == "fsdp" else []
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc-per-node", "2", "-m", "transmodal.cli", "fit", *common,
+                           "--nproc-per-node", "2", "-m", "transmodal.cli", "fit", *common, *sharded,
                            "--batch-size", "5", "--out", str(two)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert main(["fit", *common, "--batch-size", "10", "--out", str(tmp_path / "one")]) == 0
     a, b = ([r for r in _records(run) if r["stage"] == "refine"] for run in (tmp_path / "one", two))
-    assert [(r["member"], r["epoch"]) for r in b] == [(m, e) for e in (1, 2, 3) for m in (0, 1)]
+    sb = json.loads((two / "summary.json").read_text())
+    epoch = sb["common_epoch"]["0"]
+    assert [(r["member"], r["epoch"]) for r in b] == (
+        [(m, e) for e in (1, 2, 3) for m in (0, 1)] + [(2, e) for e in range(1, epoch + 1)])
     for ra, rb in zip(a, b):
         for key in ("train_loss", "val_loss", "val_accuracy"):
-            assert rb[key] == pytest.approx(ra[key], **TOLERANCE), (ra["member"], ra["epoch"], key)
+            if key in ra:  # the refit has no holdout
+                assert rb[key] == pytest.approx(ra[key], **TOLERANCE), (ra["member"], ra["epoch"], key)
     sa = json.loads((tmp_path / "one" / "summary.json").read_text())
-    sb = json.loads((two / "summary.json").read_text())
     assert sb["common_epoch"] == sa["common_epoch"]
-    assert sb["metrics"]["val"]["accuracy"] == pytest.approx(sa["metrics"]["val"]["accuracy"])
+    for split in ("val", "test"):
+        assert sb["metrics"][split]["accuracy"] == pytest.approx(sa["metrics"][split]["accuracy"])
 
 
 def _torchrun(args, env, **kw):
