@@ -62,7 +62,8 @@ def test_folds_refused_when_a_class_is_too_small(toy_series):
     ({"ensemble": 0}, "at least 1"),
     ({"method": "best"}, "unknown --method"),
     ({"folds": 3, "fold_epoch": "best"}, "unknown --fold-epoch"),
-    ({"folds": 3, "refit": True}, "--refit trains for the epochs that the folds chose together"),
+    ({"folds": 3, "refit": True, "fold_epoch": "own"}, "--refit trains for the epochs that the "
+                                                       "folds chose together"),
     ({"refit": True, "fold_epoch": "common"}, "add --folds K"),
     ({"folds": 3, "objective": "contrastive"}, "apply to --objective supervised"),
     ({"ensemble": 2, "head": "generate"}, "--head generate is not supported with them yet"),
@@ -165,7 +166,7 @@ def test_common_epoch_trains_each_fold_as_alone_and_keeps_the_pooled_best(tiny_b
     out-of-fold score; the kept weights give that epoch's outputs; save/load/predict."""
     (x, y), (xt, yt) = _split_data(toy_series)
     opts = dict(folds=3, test_data=(xt, yt), **_tiny(tiny_bodies, epochs=4, patience=0))
-    own = transmodal.fit((x, y), out=tmp_path / "own", **opts)
+    own = transmodal.fit((x, y), out=tmp_path / "own", fold_epoch="own", **opts)
     common = transmodal.fit((x, y), out=tmp_path / "common", fold_epoch="common", **opts)
     assert _epoch_records(tmp_path / "own") == _epoch_records(tmp_path / "common")
     epoch = common.summary["common_epoch"]["0"]

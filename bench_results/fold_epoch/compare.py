@@ -45,15 +45,15 @@ def main(own_dir, common_dir):
         t_c, oof_c, a_c, c_c = scores(dict(np.load(path)))
         for k, v in zip(cols, (t_o, t_c, oof_o - t_o, oof_c - t_c, a_o, a_c)):
             cols[k].append(v)
-        rows.append(f"| {path.stem} | {t_o:.3f} | **{t_c:.3f}** | {oof_o:.3f} ({oof_o - t_o:+.3f}) | "
-                    f"{oof_c:.3f} ({oof_c - t_c:+.3f}) | {a_o:.3f} ({c_o}) | **{a_c:.3f}** ({c_c}) |")
+        rows.append(f"| {path.stem} | {t_o:.3f} | {t_c:.3f} | {oof_o:.3f} ({oof_o - t_o:+.3f}) | "
+                    f"{oof_c:.3f} ({oof_c - t_c:+.3f}) | {a_o:.3f} ({c_o}) | {a_c:.3f} ({c_c}) |")
     print("| run | transformer alone, own | transformer alone, common | out-of-fold (minus test), own "
           "| out-of-fold (minus test), common | auto, own | auto, common |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     m = {k: np.mean(v) for k, v in cols.items()}
-    print(f"| mean of {len(rows)} | {m['t_own']:.3f} | **{m['t_common']:.3f}** | ({m['opt_own']:+.3f}) | "
-          f"({m['opt_common']:+.3f}) | {m['a_own']:.3f} | **{m['a_common']:.3f}** |")
+    print(f"| mean of {len(rows)} | {m['t_own']:.3f} | {m['t_common']:.3f} | ({m['opt_own']:+.3f}) | "
+          f"({m['opt_common']:+.3f}) | {m['a_own']:.3f} | {m['a_common']:.3f} |")
 
 
 if __name__ == "__main__":

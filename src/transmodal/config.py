@@ -25,7 +25,7 @@ ON_NAN_CHOICES = ("stop", "skip")
 SCHEDULE_CHOICES = ("cosine", "constant")
 BASELINE_CHOICES = ("none", "fast", "all")
 METHOD_CHOICES = ("model", "auto")
-FOLD_EPOCH_CHOICES = ("own", "common")
+FOLD_EPOCH_CHOICES = ("common", "own")
 AUTO_FOLDS = 5  # --method auto with --folds 0: the inner cross-validation's fold count
 HEAD_CHOICES = ("linear", "generate")
 DECODE_CHOICES = ("constrained", "score", "free")
@@ -155,11 +155,11 @@ class FitConfig:
     folds: int = option(0, "k-fold model selection on the training data: K fold models, each "
                         "validated on its own fold, averaged as an ensemble; out-of-fold scores "
                         "replace the holdout's; 0: one model and a --val-fraction holdout")
-    fold_epoch: str = option("own", "with --folds: own: each fold model keeps the epoch best on "
-                             "its own fold (its out-of-fold score is chosen on those samples); "
-                             "common: the folds train side by side and all keep the one epoch "
-                             "best on the pooled out-of-fold score (K models in memory at once)",
-                             choices="|".join(FOLD_EPOCH_CHOICES))
+    fold_epoch: str = option("common", "with --folds: common: the folds train side by side and "
+                             "all keep the one epoch best on the pooled out-of-fold score (K "
+                             "models in memory at once); own: each fold model keeps the epoch "
+                             "best on its own fold (its out-of-fold score is chosen on those "
+                             "samples: optimistic)", choices="|".join(FOLD_EPOCH_CHOICES))
     refit: bool = option(False, "with --folds and --fold-epoch common: then train one model on "
                          "all training data for the epochs the folds chose (same schedule) and "
                          "keep it instead of the fold models (their out-of-fold score stays the "

@@ -219,7 +219,9 @@ def _train_side_by_side(trainer: MemberTrainer, group: list[Member], build: Call
     bar = tqdm(total=cfg.epochs, desc=f"refine, {len(group)} folds side by side",
                disable=not (trainer.progress and trainer.accelerator.is_main_process), leave=False)
     t0 = time.perf_counter()
-    with memory_advice("refine", cfg.batch_size):
+    half = max(1, cfg.batch_size // 2)
+    with memory_advice("refine", cfg.batch_size, fix=f"the {len(group)} fold models train side by "
+                       f"side: try --fold-epoch own (one at a time) or --batch-size {half}"):
         run_in_lockstep(lanes, trainer.accelerator, selection, bar)
     bar.close()
     result.t_refine += time.perf_counter() - t0
