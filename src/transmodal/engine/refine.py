@@ -116,8 +116,10 @@ def refine(model: nn.Module, task: Any, train: tuple[np.ndarray, np.ndarray],
            val: tuple[np.ndarray, np.ndarray], val_true: np.ndarray, cfg: Any, accelerator: Any,
            log: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
            checkpointer: Any = None, resume: dict[str, Any] | None = None,
-           weights: tuple[np.ndarray, np.ndarray] | None = None, callbacks: Any = ()) -> LoopState:
-    """Run the refine stage; the model ends with the best validation epoch's weights.
+           weights: tuple[np.ndarray, np.ndarray] | None = None, callbacks: Any = (),
+           select: bool = True) -> LoopState:
+    """Run the refine stage; the model ends with the best validation epoch's weights
+    (``select=False``: with its last epoch's, see :func:`refine_setup`).
 
     ``resume`` (a loaded ``"refine"`` checkpoint) continues from it exactly: same batches,
     dropout masks and optimizer state as without the break. ``weights``: (training,
@@ -127,7 +129,7 @@ def refine(model: nn.Module, task: Any, train: tuple[np.ndarray, np.ndarray],
     from .loop import run_stage
 
     stage, state, cbs = refine_setup(model, task, train, val, val_true, cfg, accelerator, log,
-                                     progress, checkpointer, resume, weights, callbacks)
+                                     progress, checkpointer, resume, weights, callbacks, select)
     return run_stage(stage, state, accelerator, cbs)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from ..config import FitConfig
 from ..data.stream import bounded_sample
 from ..engine.callbacks import CallbackList, StopAfter, ValidationOutputs
-from ..engine.loop import predict_outputs, run_stage
+from ..engine.loop import predict_outputs
 from ..engine.optim import memory_advice
 from ..engine.refine import refine, refine_setup
 from .members import Member
@@ -35,10 +35,11 @@ class MemberTrainer:
     def train(self, model: Any, train: tuple[np.ndarray, np.ndarray],
               val: tuple[np.ndarray, np.ndarray], val_idx: np.ndarray, log: Any,
               checkpointer: Any, ckpt: dict[str, Any] | None, weights: Any,
-              cfg: FitConfig | None = None, refine_callbacks: Sequence[Any] = ()
-              ) -> tuple[Any, Any, Any, float, float]:
+              cfg: FitConfig | None = None, refine_callbacks: Sequence[Any] = (),
+              select: bool = True) -> tuple[Any, Any, Any, float, float]:
         """(trained model unwrapped, refine state, alignment record, align s, refine s);
-        ``refine_callbacks`` run in the refine stage only (a fold's validation outputs)."""
+        ``refine_callbacks`` run in the refine stage only (a fold's validation outputs);
+        ``select=False``: no best epoch or early stopping (the last epoch is kept)."""
         cfg = cfg or self.cfg
         model, aligned, t_align, t_probe, twin = self.start(model, train, log, checkpointer, ckpt,
                                                             weights, cfg)
@@ -47,7 +48,8 @@ class MemberTrainer:
             state = refine(model, self.task, train, val, self.y_user[val_idx], cfg, self.accelerator,
                            log=log, progress=self.progress, checkpointer=checkpointer,
                            resume=ckpt if ckpt is not None and ckpt["stage"] == "refine" else None,
-                           weights=weights, callbacks=[*self.callbacks, *refine_callbacks])
+                           weights=weights, callbacks=[*self.callbacks, *refine_callbacks],
+                           select=select)
         return (self.end(model, twin, cfg), state, aligned, t_align,
                 t_probe + time.perf_counter() - t0)
 
@@ -154,20 +156,24 @@ def _announce(trainer: MemberTrainer, m: Member, n: int) -> None:
               file=sys.stderr)
 
 
-def _member_log(log: Any, m: Member) -> Any:
-    return lambda rec: log({**rec, "member": m.index})
+def _member_log(log: Any, m: Member, **extra: Any) -> Any:
+    return lambda rec: log({**rec, "member": m.index, **extra})
 
 
 def _finish_member(trainer: MemberTrainer, m: Member, model: Any, state: Any, x_all: np.ndarray,
                    curve: list[np.ndarray], result: MembersResult) -> None:
+    """Keep a trained member; a fold's out-of-fold outputs are those of its kept epoch: taken
+    from its curve when all folds kept one epoch (``common_epochs``), else predicted again."""
     result.fitted.append(model)
     result.states.append(state)
     result.rows.append({**m.describe(), "best_epoch": state.best_epoch, "epochs_run": state.epoch,
                         "val": {k: v for k, v in (state.best_val or {}).items() if k != "loss"}})
     if trainer.cfg.folds:
         result.curves.append(curve)
-        result.oof_parts.append(predict_outputs(model, x_all[m.val], trainer.cfg.batch_size * 2,
-                                                trainer.accelerator, shard=True))
+        result.oof_parts.append(
+            curve[state.best_epoch - 1] if m.seed in result.common_epochs else
+            predict_outputs(model, x_all[m.val], trainer.cfg.batch_size * 2, trainer.accelerator,
+                            shard=True))
 
 
 def _train_one(trainer: MemberTrainer, m: Member, build: Callable[[Member], Any], x_all: np.ndarray,
@@ -247,21 +253,13 @@ def refit_members(trainer: MemberTrainer, common_epochs: dict[int, int], first_i
         if trainer.progress:
             print(f"--refit: seed {seed}, all {len(y_all)} training samples, {epochs} epochs",
                   file=sys.stderr)
-        member_cfg = dataclasses.replace(cfg, seed=seed)
-        member_log = lambda rec, i=m.index: log({**rec, "member": i, "refit": True})
-        model, result.aligned, ta, tp, twin = trainer.start(model, (x_all, y_all), member_log,
-                                                            None, None, weights, member_cfg)
-        t0 = time.perf_counter()
-        stage, state, cbs = refine_setup(
-            model, trainer.task, (x_all, y_all), (x_all[nobody], y_all[nobody]),
-            trainer.y_user[nobody], member_cfg, trainer.accelerator, member_log,
-            progress=trainer.progress, weights=weights,
-            callbacks=[*trainer.callbacks, StopAfter(epochs)], select=False)
-        with memory_advice("refine", cfg.batch_size):
-            run_stage(stage, state, trainer.accelerator, cbs)
+        model, state, result.aligned, ta, tf = trainer.train(
+            model, (x_all, y_all), (x_all[nobody], y_all[nobody]), nobody,
+            _member_log(log, m, refit=True), None, None, weights, dataclasses.replace(cfg, seed=seed),
+            refine_callbacks=[StopAfter(epochs)], select=False)
         state.best_epoch = state.epoch  # the last epoch is the one kept
-        result.t_align, result.t_refine = result.t_align + ta, result.t_refine + tp + time.perf_counter() - t0
-        result.fitted.append(trainer.end(model, twin, member_cfg))
+        result.t_align, result.t_refine = result.t_align + ta, result.t_refine + tf
+        result.fitted.append(model)
         result.states.append(state)
         result.rows.append({**m.describe(), "refit": True, "best_epoch": state.epoch,
                             "epochs_run": state.epoch})
