@@ -36,6 +36,21 @@ def test_image_source_reference_from_digits(tiny_bodies):
     assert xs.shape == (300, 32) and set(ys.tolist()) == set(range(10))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["bert", "vit"])
+def test_source_reference_of_a_body_on_cuda(tiny_bodies, name, tmp_path, monkeypatch):
+    """A body already on the GPU (as in a fit with --align) gives the CPU's reference, on the CPU.
+    Found on an H200: the cache key read a CUDA tensor with .numpy() and --align failed there."""
+    body = load_body(tiny_bodies[name])
+    monkeypatch.setenv("TRANSMODAL_CACHE", str(tmp_path / "cpu"))
+    xs, ys = source_reference(body, tiny_bodies[name], max_points=300)
+    monkeypatch.setenv("TRANSMODAL_CACHE", str(tmp_path / "cuda"))
+    xs_gpu, ys_gpu = source_reference(body.cuda(), tiny_bodies[name], max_points=300)
+    assert xs_gpu.device.type == "cpu" and torch.equal(ys, ys_gpu)
+    torch.testing.assert_close(xs_gpu, xs, rtol=1e-3, atol=1e-3)
+    assert list((tmp_path / "cpu").iterdir())[0].name == list((tmp_path / "cuda").iterdir())[0].name
+
+
 def test_body_without_tokenizer_refused(tiny_bodies):
     body = load_body(tiny_bodies["roberta"])  # saved without tokenizer files
     with pytest.raises(ConfigError, match="tokenizer"):

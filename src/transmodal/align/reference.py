@@ -39,7 +39,8 @@ def cache_dir() -> Path:
 
 def source_reference(body: Body, body_path: str, source: str = "default",
                      max_points: int = 5000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cached ``(xs (N, D) float32, ys (N,) int64)`` for this body and source."""
+    """Cached ``(xs (N, D) float32, ys (N,) int64)``, on the CPU, for this body and source
+    (wherever the body sits: the cache and its key do not depend on the device)."""
     key = _cache_key(body, body_path, source, max_points, seed)
     path = cache_dir() / f"{key}.npz"
     if path.exists():
@@ -59,7 +60,7 @@ def source_reference(body: Body, body_path: str, source: str = "default",
 def _cache_key(body: Body, body_path: str, source: str, max_points: int, seed: int) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(body.stored_config(), sort_keys=True, default=str).encode())
-    first = next(body.parameters()).detach().float()
+    first = next(body.parameters()).detach().float().cpu()
     h.update(first.flatten()[:4096].numpy().tobytes())  # different weights, different cache
     h.update(f"{source}|{max_points}|{seed}|{CHUNK_TOKENS}|{MAX_PER_CLASS}".encode())
     return h.hexdigest()[:24]
@@ -129,11 +130,12 @@ def _embed_texts(body: Body, body_path: str, texts: list[str], labels: list[str]
     if len(set(ys)) < 2:
         raise ConfigError("the text source reference has fewer than 2 labels with enough text")
     ids = torch.tensor(ids_list)  # (N, CHUNK_TOKENS)
+    device = next(body.parameters()).device  # the body may already sit on a GPU
     feats = []
     for i in range(0, len(ids), 256):
-        emb = body.embed_ids(ids[i: i + 256])  # (n, T, D)
-        feats.append(emb.mean(1))
-    return torch.cat(feats).float(), torch.tensor(ys, dtype=torch.int64)
+        emb = body.embed_ids(ids[i: i + 256].to(device))  # (n, T, D)
+        feats.append(emb.mean(1).float().cpu())
+    return torch.cat(feats), torch.tensor(ys, dtype=torch.int64)
 
 
 # ----------------------------------------------------------------------------- images
@@ -155,10 +157,11 @@ def _embed_images(body: Body, source: str, max_points: int, seed: int) -> tuple[
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     imgs = (imgs.expand(-1, 3, -1, -1) - mean) / std  # ImageNet normalisation
+    device = next(body.parameters()).device
     feats = []
     for i in range(0, len(imgs), 256):
-        feats.append(body.embed_pixels(imgs[i: i + 256]).mean(1))
-    return torch.cat(feats).float(), torch.tensor(digits.target[pick], dtype=torch.int64)
+        feats.append(body.embed_pixels(imgs[i: i + 256].to(device)).mean(1).float().cpu())
+    return torch.cat(feats), torch.tensor(digits.target[pick], dtype=torch.int64)
 
 
 def _text_reference(body: Body, body_path: str, source: str, max_points: int, seed: int):
