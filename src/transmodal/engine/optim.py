@@ -40,10 +40,34 @@ def grad_norm(accelerator, params: list[nn.Parameter], clip: float) -> torch.Ten
     return norm
 
 
-def make_accelerator(device: str, precision: str):
-    """Accelerator for the requested device; ``auto`` precision is fp32 on CPU (measured:
-    bf16 autocast on our 2-core CPU was not faster for MiniLM at 64 tokens, see README)
-    and bf16 on CUDA when the GPU supports it."""
+# bf16 autocast pays on a GPU only once a train step has enough matrix work to hide its cast
+# kernels: measured on an H200 with MiniLM (width 384), fp32 -> bf16 step time 0.80x at 16 x 64
+# and 16 x 128 tokens, 0.81x at 64 x 64, 1.08x at 64 x 128, 1.13x at 16 x 512, 3.94x at 64 x 512
+# (README: GPU). The crossover, 8192 tokens per step at width 384, is scaled by width^2 (the
+# matrix work per token) for other bodies: an assumption, not measured.
+BF16_MIN_STEP_WORK = 8192 * 384 ** 2
+
+
+def step_work(model: nn.Module, batch_size: int, max_tokens: int | None) -> float | None:
+    """Matrix work of one train step in token-width^2 units; None for pixel bodies (unmeasured)."""
+    body = getattr(model, "body", None)
+    if body is None or max_tokens is None or getattr(body, "takes_pixels", False):
+        return None
+    return float(batch_size) * max_tokens * body.embed_dim ** 2
+
+
+def auto_precision(use_cpu: bool, work: float | None = None) -> str:
+    """``--precision auto``: fp32 on CPU (bf16 autocast on our 2-core CPU was not faster for
+    MiniLM at 64 tokens, see README); on a GPU with bf16, bf16 unless the step is too small to
+    gain from it (``BF16_MIN_STEP_WORK``; unknown work keeps bf16)."""
+    if use_cpu or not torch.cuda.is_bf16_supported():
+        return "fp32"
+    return "fp32" if work is not None and work < BF16_MIN_STEP_WORK else "bf16"
+
+
+def make_accelerator(device: str, precision: str, work: float | None = None):
+    """Accelerator for the requested device and the precision used (``auto`` resolved by
+    :func:`auto_precision` from the step's matrix ``work``, see :func:`step_work`)."""
     from accelerate import Accelerator
 
     use_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
@@ -52,7 +76,7 @@ def make_accelerator(device: str, precision: str):
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise TransmodalError("--device cuda but no CUDA GPU is visible; use --device cpu")
     if precision == "auto":
-        precision = "bf16" if (not use_cpu and torch.cuda.is_bf16_supported()) else "fp32"
+        precision = auto_precision(use_cpu, work)
     mixed = "bf16" if precision == "bf16" else "no"
     accelerator = Accelerator(cpu=use_cpu, mixed_precision=mixed)
     from .distributed import check_process_group

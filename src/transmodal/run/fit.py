@@ -17,7 +17,7 @@ from ..data import Preprocessor, load_dataset, split_train_val
 from ..data.stream import prepare_streamed, streamed
 from ..engine.augment import check_task as check_augment_task
 from ..engine.loop import predict_outputs
-from ..engine.optim import make_accelerator
+from ..engine.optim import make_accelerator, step_work
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models import ModelSpec, build_model
 from ..models.bodies import takes_pixels
@@ -155,7 +155,8 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     apply_tuning(model, cfg.tune, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                  lora_dropout=cfg.lora_dropout)
     trainable, total = count_parameters(model)
-    accelerator, precision = make_accelerator(cfg.device, cfg.precision)
+    accelerator, precision = make_accelerator(cfg.device, cfg.precision,
+                                              step_work(model, cfg.batch_size, max_tokens))
     from ..engine.distributed import check_resume_processes, check_sharding
 
     check_sharding(cfg.distributed, accelerator, model)  # before any file is written

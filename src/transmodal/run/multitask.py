@@ -23,7 +23,7 @@ from ..data.stream import streamed
 from ..data.task_list import resolve_task_list
 from ..engine.loop import predict_outputs
 from ..engine.multitask import TaskSplit, split_scores, train_multitask
-from ..engine.optim import make_accelerator
+from ..engine.optim import make_accelerator, step_work
 from ..errors import ConfigError, DataError
 from ..models import ModelSpec
 from ..models.multitask import (MultiTaskModel, TaskView, add_task_modules, build_multitask,
@@ -123,7 +123,8 @@ def fit_multitask(cfg: FitConfig, arrays: dict[int, tuple[Any, Any]], out: str |
     model = build_multitask(spec, [task_meta(p, cfg.body) for p in prepared])
     apply_tuning(model, cfg.tune)
     trainable, total = count_parameters(model)
-    accelerator, precision = make_accelerator(cfg.device, cfg.precision)
+    accelerator, precision = make_accelerator(
+        cfg.device, cfg.precision, step_work(model, cfg.batch_size, min(cfg.max_tokens, model.body.max_tokens)))
     if accelerator.num_processes > 1:
         raise ConfigError("several tasks in one model train in one process for now; launch "
                           "without accelerate/torchrun")
@@ -294,7 +295,8 @@ class MultiTaskRun:
             model.embedders[name].requires_grad_(True)
         else:
             apply_tuning(model, cfg.tune)
-        accelerator, _ = make_accelerator(cfg.device, cfg.precision)
+        accelerator, _ = make_accelerator(
+            cfg.device, cfg.precision, step_work(model, cfg.batch_size, min(cfg.max_tokens, model.body.max_tokens)))
         folder = RunFolder(Path(out)) if out is not None else None
         if folder is not None:
             folder.start({**cfg.to_dict(), "task": "classification", "added_task": name,

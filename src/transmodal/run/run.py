@@ -71,7 +71,10 @@ class Run:
     def _device(self):
         """The accelerator to predict with (the model moved to its device once)."""
         if self._accelerator is None:
-            self._accelerator, _ = make_accelerator(self.config.device, self.config.precision)
+            precision = self.config.precision  # auto: what training resolved it to, if recorded
+            if precision == "auto":
+                precision = self.summary.get("precision", "auto")
+            self._accelerator, _ = make_accelerator(self.config.device, precision)
             for m in self.members:
                 m.to(self._accelerator.device)
         return self._accelerator
