@@ -41,6 +41,8 @@ def test_image_source_reference_from_digits(tiny_bodies):
 def test_source_reference_of_a_body_on_cuda(tiny_bodies, name, tmp_path, monkeypatch):
     """A body already on the GPU (as in a fit with --align) gives the CPU's reference, on the CPU.
     Found on an H200: the cache key read a CUDA tensor with .numpy() and --align failed there."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # fp32 convolutions, as on the CPU
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     body = load_body(tiny_bodies[name])
     monkeypatch.setenv("TRANSMODAL_CACHE", str(tmp_path / "cpu"))
     xs, ys = source_reference(body, tiny_bodies[name], max_points=300)

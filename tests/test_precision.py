@@ -1,10 +1,10 @@
 """--precision auto: fp32 on CPU; on a GPU bf16 only for train steps large enough to gain from it."""
 
+import pytest
 import torch
 
 from transmodal.engine import optim
 from transmodal.engine.optim import BF16_MIN_STEP_WORK, auto_precision, step_work
-from transmodal.models.bodies import load_body
 from transmodal.models.model import ModelSpec, build_model
 
 
@@ -32,7 +32,7 @@ def test_step_work_counts_tokens_and_width(tiny_bodies):
     assert 8 * 16 * width ** 2 < BF16_MIN_STEP_WORK  # a tiny test body stays fp32 on a GPU too
 
 
-def test_fit_and_predict_record_the_resolved_precision(tiny_bodies, tmp_path, monkeypatch):
+def test_fit_records_and_predict_resolves_the_same_precision(tiny_bodies, tmp_path, monkeypatch):
     import numpy as np
 
     import transmodal
@@ -46,8 +46,57 @@ def test_fit_and_predict_record_the_resolved_precision(tiny_bodies, tmp_path, mo
     assert run.summary["precision"] == "fp32"
     seen = []
     real = optim.make_accelerator
-    monkeypatch.setattr("transmodal.run.run.make_accelerator",
-                        lambda device, precision, *a: seen.append(precision) or real(device, precision, *a))
+
+    def spy(device, precision, work=None):
+        acc, resolved = real(device, precision, work)
+        seen.append((precision, work, resolved))
+        return acc, resolved
+
+    monkeypatch.setattr("transmodal.run.run.make_accelerator", spy)
     loaded = transmodal.load(tmp_path / "run")
     loaded.predict(x[:3])
-    assert seen == ["fp32"]  # prediction uses what training resolved 'auto' to
+    # prediction resolves 'auto' from the same step work as training (so on a GPU the same choice)
+    assert seen == [("auto", step_work(loaded.model, 8, 8), "fp32")]
+    assert seen[0][1] == 8 * 8 * loaded.model.body.embed_dim ** 2
+
+
+def test_fits_of_another_precision_in_one_process(tiny_bodies):
+    """accelerate allows one precision per process; a search, a benchmark or a grid search may
+    resolve another for its next fit (on a GPU --precision auto depends on the step's size)."""
+    import numpy as np
+
+    import transmodal
+    from transmodal.engine.optim import make_accelerator
+
+    first, _ = make_accelerator("cpu", "fp32")
+    second, _ = make_accelerator("cpu", "bf16")
+    assert second.mixed_precision == "bf16"
+    with first.autocast():  # an accelerator built before keeps its own (no) autocast
+        assert not torch.is_autocast_enabled("cpu")
+    with second.autocast():
+        assert torch.is_autocast_enabled("cpu")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 1, 32)).astype(np.float32)
+    y = np.repeat([0, 1], 8)
+    runs = [transmodal.fit((x, y), body=tiny_bodies["bert"], epochs=1, batch_size=8, progress=False,
+                           max_tokens=8, baselines="none", precision=p) for p in ("fp32", "bf16", "fp32")]
+    assert [r.summary["precision"] for r in runs] == ["fp32", "bf16", "fp32"]
+    assert all(np.isfinite(r.predict_proba(x[:2])).all() for r in runs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
+def test_a_run_trained_with_device_cuda_predicts_without_a_gpu(tiny_bodies, tmp_path):
+    import dataclasses
+
+    import numpy as np
+
+    import transmodal
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 1, 32)).astype(np.float32)
+    y = np.repeat([0, 1], 8)
+    run = transmodal.fit((x, y), body=tiny_bodies["bert"], epochs=1, batch_size=8, progress=False,
+                         max_tokens=8, baselines="none", out=tmp_path / "run")
+    loaded = transmodal.load(tmp_path / "run")
+    loaded.config = dataclasses.replace(loaded.config, device="cuda")  # as fitted on a GPU
+    np.testing.assert_allclose(loaded.predict_proba(x[:4]), run.predict_proba(x[:4]), rtol=1e-6)

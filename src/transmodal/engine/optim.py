@@ -4,6 +4,7 @@ two learning rates, the learning-rate schedule, the gradient norm, and memory ad
 from __future__ import annotations
 
 import math
+import os
 from contextlib import contextmanager
 from typing import Callable
 
@@ -49,20 +50,40 @@ BF16_MIN_STEP_WORK = 8192 * 384 ** 2
 
 
 def step_work(model: nn.Module, batch_size: int, max_tokens: int | None) -> float | None:
-    """Matrix work of one train step in token-width^2 units; None for pixel bodies (unmeasured)."""
+    """Matrix work of one train step in token-width^2 units (``max_tokens`` capped at the body's
+    limit); None for pixel bodies (unmeasured) and models without a token body."""
     body = getattr(model, "body", None)
+    if body is None and isinstance(getattr(model, "model", None), nn.Module):  # a TaskView
+        body = getattr(model.model, "body", None)
     if body is None or max_tokens is None or getattr(body, "takes_pixels", False):
         return None
-    return float(batch_size) * max_tokens * body.embed_dim ** 2
+    return float(batch_size) * min(max_tokens, body.max_tokens) * body.embed_dim ** 2
 
 
 def auto_precision(use_cpu: bool, work: float | None = None) -> str:
     """``--precision auto``: fp32 on CPU (bf16 autocast on our 2-core CPU was not faster for
     MiniLM at 64 tokens, see README); on a GPU with bf16, bf16 unless the step is too small to
     gain from it (``BF16_MIN_STEP_WORK``; unknown work keeps bf16)."""
-    if use_cpu or not torch.cuda.is_bf16_supported():
+    if use_cpu or not torch.cuda.is_bf16_supported(including_emulation=False):  # no emulated bf16
         return "fp32"
     return "fp32" if work is not None and work < BF16_MIN_STEP_WORK else "bf16"
+
+
+def _drop_other_state(use_cpu: bool, mixed: str) -> None:
+    """accelerate keeps one device/precision state per process and refuses a second Accelerator
+    that differs; fits in one process (a search, a benchmark, a grid search, predicting after
+    training) may resolve another precision or device. In a single process, start a fresh state
+    then (Accelerators built before keep their own autocast setting); with several processes the
+    state holds the process group, so it stays and accelerate's own error is raised."""
+    from accelerate.state import AcceleratorState
+
+    if not AcceleratorState._shared_state:
+        return
+    state = AcceleratorState()
+    if state.num_processes > 1:
+        return
+    if state.mixed_precision != mixed or (state.device.type == "cpu") != use_cpu:
+        AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def make_accelerator(device: str, precision: str, work: float | None = None):
@@ -75,9 +96,12 @@ def make_accelerator(device: str, precision: str, work: float | None = None):
         raise TransmodalError(f"unknown --device {device!r}; use auto, cpu or cuda[:N]")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise TransmodalError("--device cuda but no CUDA GPU is visible; use --device cpu")
+    if device.startswith("cuda:") and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        torch.cuda.set_device(torch.device(device))  # accelerate's single process uses the current GPU
     if precision == "auto":
         precision = auto_precision(use_cpu, work)
     mixed = "bf16" if precision == "bf16" else "no"
+    _drop_other_state(use_cpu, mixed)
     accelerator = Accelerator(cpu=use_cpu, mixed_precision=mixed)
     from .distributed import check_process_group
 

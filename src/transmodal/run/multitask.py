@@ -124,7 +124,7 @@ def fit_multitask(cfg: FitConfig, arrays: dict[int, tuple[Any, Any]], out: str |
     apply_tuning(model, cfg.tune)
     trainable, total = count_parameters(model)
     accelerator, precision = make_accelerator(
-        cfg.device, cfg.precision, step_work(model, cfg.batch_size, min(cfg.max_tokens, model.body.max_tokens)))
+        cfg.device, cfg.precision, step_work(model, cfg.batch_size, cfg.max_tokens))
     if accelerator.num_processes > 1:
         raise ConfigError("several tasks in one model train in one process for now; launch "
                           "without accelerate/torchrun")
@@ -296,7 +296,7 @@ class MultiTaskRun:
         else:
             apply_tuning(model, cfg.tune)
         accelerator, _ = make_accelerator(
-            cfg.device, cfg.precision, step_work(model, cfg.batch_size, min(cfg.max_tokens, model.body.max_tokens)))
+            cfg.device, cfg.precision, step_work(model, cfg.batch_size, cfg.max_tokens))
         folder = RunFolder(Path(out)) if out is not None else None
         if folder is not None:
             folder.start({**cfg.to_dict(), "task": "classification", "added_task": name,

@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..config import FitConfig
 from ..data import Preprocessor, as_inputs
 from ..data.columns import frame_inputs, is_frame
 from ..data.stream import DiskArray, as_disk
 from ..engine.loop import predict_outputs
-from ..engine.optim import make_accelerator, memory_advice
+from ..engine.optim import make_accelerator, memory_advice, step_work
 from ..errors import ConfigError, DataError
 from ..models import TransmodalModel, load_model, save_model
 from .folder import RunFolder
@@ -71,10 +72,12 @@ class Run:
     def _device(self):
         """The accelerator to predict with (the model moved to its device once)."""
         if self._accelerator is None:
-            precision = self.config.precision  # auto: what training resolved it to, if recorded
-            if precision == "auto":
-                precision = self.summary.get("precision", "auto")
-            self._accelerator, _ = make_accelerator(self.config.device, precision)
+            cfg = self.config  # 'auto' resolves as in training: same model, batch and tokens
+            device = cfg.device  # a model trained on a GPU predicts on a machine without one
+            if device.startswith("cuda") and not torch.cuda.is_available():
+                device = "cpu"
+            self._accelerator, _ = make_accelerator(device, cfg.precision,
+                                                    step_work(self.model, cfg.batch_size, cfg.max_tokens))
             for m in self.members:
                 m.to(self._accelerator.device)
         return self._accelerator

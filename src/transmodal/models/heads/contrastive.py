@@ -130,7 +130,8 @@ class ContrastiveHead(nn.Module):
             self.text.encoder.eval()  # a fixed function: no dropout in the cached states
             with torch.no_grad():
                 states = torch.cat([self.text.pooled(flat[i: i + LOCKED_CHUNK])
-                                    for i in range(0, len(flat), LOCKED_CHUNK)])
+                                    for i in range(0, len(flat), LOCKED_CHUNK)]).float()  # (N, D)
+                # float: states computed under bf16 autocast must not meet fp32 weights outside it
             self.text.encoder.train(was)
             self._states[key] = states
         return states
