@@ -146,6 +146,7 @@ def train_members(trainer: MemberTrainer, members: list[Member], build: Callable
         else:
             _train_one(trainer, group[0], build, x_all, y_all, sample_weights, log, result,
                        len(members))
+        trainer.accelerator.free_memory()  # its optimizers and loaders (accelerate keeps them)
     return result
 
 
@@ -165,6 +166,7 @@ def _finish_member(trainer: MemberTrainer, m: Member, model: Any, state: Any, x_
     """Keep a trained member; a fold's out-of-fold outputs are those of its kept epoch: taken
     from its curve when all folds kept one epoch (``common_epochs``), else predicted again."""
     result.fitted.append(model)
+    state.best_weights = None  # loaded into the model already: do not hold a second copy
     result.states.append(state)
     result.rows.append({**m.describe(), "best_epoch": state.best_epoch, "epochs_run": state.epoch,
                         "val": {k: v for k, v in (state.best_val or {}).items() if k != "loss"}})
@@ -263,4 +265,5 @@ def refit_members(trainer: MemberTrainer, common_epochs: dict[int, int], first_i
         result.states.append(state)
         result.rows.append({**m.describe(), "refit": True, "best_epoch": state.epoch,
                             "epochs_run": state.epoch})
+        trainer.accelerator.free_memory()
     return result
