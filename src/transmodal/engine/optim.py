@@ -82,7 +82,9 @@ def _drop_other_state(use_cpu: bool, mixed: str) -> None:
     state = AcceleratorState()
     if state.num_processes > 1:
         return
-    if state.mixed_precision != mixed or (state.device.type == "cpu") != use_cpu:
+    other_gpu = (not use_cpu and state.device.index is not None
+                 and state.device.index != torch.cuda.current_device())  # --device cuda:N
+    if state.mixed_precision != mixed or (state.device.type == "cpu") != use_cpu or other_gpu:
         AcceleratorState._reset_state(reset_partial_state=True)
 
 
