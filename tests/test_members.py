@@ -366,13 +366,14 @@ def test_resume_of_a_member_run_is_refused(tiny_bodies, toy_series, tmp_path):
         transmodal.fit((x, y), resume=out, progress=False)
 
 
-@pytest.mark.parametrize("mode", ["own", "common"])
-def test_trained_members_leave_no_optimizer_behind(tiny_bodies, toy_series, mode):
+@pytest.mark.parametrize("opts", [dict(folds=3, fold_epoch="own"), dict(folds=3, fold_epoch="common"),
+                                  dict(folds=0)])
+def test_trained_models_leave_no_optimizer_behind(tiny_bodies, toy_series, opts):
     """accelerate keeps every prepared optimizer and loader until free_memory(): with --folds K
     the finished members' AdamW states stayed in memory (measured: --folds 5 --fold-epoch own,
     ItalyPowerDemand, peak RSS 2190 -> 1532 MB once released)."""
     (x, y), _ = _split_data(toy_series)
-    run = transmodal.fit((x, y), folds=3, fold_epoch=mode, **_tiny(tiny_bodies))
+    run = transmodal.fit((x, y), **opts, **_tiny(tiny_bodies))
     acc = run._accelerator
     assert acc._optimizers == [] and acc._models == [] and acc._dataloaders == []
     assert np.isfinite(run.predict_proba(x[:4])).all()  # the accelerator still predicts
