@@ -86,6 +86,23 @@ def test_predict_with_wrong_channels(tiny_bodies, npz, tmp_path, capsys):
     assert "2 channels; the model was trained on 1" in capsys.readouterr().err
 
 
+def test_predict_and_evaluate_take_a_device(tiny_bodies, npz, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _fit(tiny_bodies, npz, run) == 0
+    capsys.readouterr()
+    assert main(["predict", str(run), "--data", str(npz), "--out", str(tmp_path / "a.npy")]) == 0
+    assert main(["predict", str(run), "--data", str(npz), "--out", str(tmp_path / "b.npy"),
+                 "--device", "cpu"]) == 0
+    assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    assert main(["evaluate", str(run), "--data", str(npz), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(run), "--data", str(npz), "--out", str(tmp_path / "c.npy"),
+                 "--device", "tpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown --device 'tpu'" in err[0]
+    assert not (tmp_path / "c.npy").exists()  # nothing written
+
+
 def test_info_lists_offline_body_and_datasets(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out

@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True, help="labelled data; its test split if it has one")
     _add_table_options(e)
     _add_task_name(e)
+    _add_device(e)
 
     pr = sub.add_parser("predict", help="predict with a finished run", allow_abbrev=False)
     pr.add_argument("run", help="run folder")
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_table_options(pr)
     pr.add_argument("--proba", action="store_true", help="class probabilities instead of labels")
     _add_task_name(pr)
+    _add_device(pr)
 
     z = sub.add_parser("zeroshot", help="classify among label words never trained on "
                        "(runs fitted with --objective contrastive)", allow_abbrev=False)
@@ -119,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--out", help="predictions file: .csv (label and one probability column per "
                    "candidate) or .npy (labels)")
     _add_table_options(z)
+    _add_device(z)
 
     rt = sub.add_parser("retrieve", help="the samples closest to a text query (contrastive runs)",
                         allow_abbrev=False)
@@ -127,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--query", required=True, help="the text to search for")
     rt.add_argument("--top-k", type=int, default=5)
     _add_table_options(rt)
+    _add_device(rt)
 
 
     rp = sub.add_parser("report", help="write RUN/report/index.html, the run's HTML report",
@@ -158,6 +162,26 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_task_name(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task-name", help="a run fitted on several tasks: the task to answer "
                         "(--task stays the task type)")
+
+
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", help="where to predict: auto|cpu|cuda[:N] (default: the run's "
+                        "own, or the CPU when it was fitted on a GPU that is not here)")
+
+
+def _load_run(args: argparse.Namespace) -> Any:
+    """The finished run of ``args.run``, predicting on ``--device`` when given."""
+    import dataclasses
+
+    from .run import load
+
+    run = load(args.run)
+    if args.device is not None:
+        from .engine.optim import check_device
+
+        check_device(args.device)
+        run.config = dataclasses.replace(run.config, device=args.device)
+    return run
 
 
 def _one_task(run: Any, name: str | None) -> Any:
@@ -391,9 +415,8 @@ def _fmt(scores: dict[str, float]) -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_dataset
-    from .run import load
 
-    run = _one_task(load(args.run), args.task_name)
+    run = _one_task(_load_run(args), args.task_name)
     if run.preprocessor.target.view == "retrieval":  # a caption per sample: scored on captions
         ds = load_dataset(args.data, label_column=args.label_column or run.config.label_column,
                           text_column=run.config.text_column if _is_csv(args.data) else None)
@@ -421,9 +444,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .run import load
-
-    run = _one_task(load(args.run), args.task_name)
+    run = _one_task(_load_run(args), args.task_name)
     x, ids = load_inputs(args, run)
     pred = run.predict_proba(x) if args.proba else run.predict(x)
     out = Path(args.out)
@@ -481,9 +502,7 @@ def _candidate_labels(args: argparse.Namespace) -> list[str]:
 def cmd_zeroshot(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .run import load
-
-    run = load(args.run)
+    run = _load_run(args)
     labels = _candidate_labels(args)
     x, y = _eval_data(args, run)
     proba = run.zero_shot_proba(x, labels, templates=args.template)
@@ -522,9 +541,7 @@ def _write_predictions(out: Path, pred: Any, proba: Any, labels: list[str]) -> N
 
 
 def cmd_retrieve(args: argparse.Namespace) -> int:
-    from .run import load
-
-    run = load(args.run)
+    run = _load_run(args)
     x, y = _eval_data(args, run)
     for rank, (i, sim) in enumerate(run.retrieve(x, args.query, args.top_k), 1):
         shown = "" if y is None else f"  label {y[i]}"

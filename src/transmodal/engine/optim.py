@@ -88,16 +88,21 @@ def _drop_other_state(use_cpu: bool, mixed: str) -> None:
         AcceleratorState._reset_state(reset_partial_state=True)
 
 
+def check_device(device: str) -> None:
+    """One clear line for a device that is not auto, cpu or a visible cuda[:N]."""
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise TransmodalError(f"unknown --device {device!r}; use auto, cpu or cuda[:N]")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TransmodalError("--device cuda but no CUDA GPU is visible; use --device cpu")
+
+
 def make_accelerator(device: str, precision: str, work: float | None = None):
     """Accelerator for the requested device and the precision used (``auto`` resolved by
     :func:`auto_precision` from the step's matrix ``work``, see :func:`step_work`)."""
     from accelerate import Accelerator
 
+    check_device(device)
     use_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-    if device not in ("auto", "cpu") and not device.startswith("cuda"):
-        raise TransmodalError(f"unknown --device {device!r}; use auto, cpu or cuda[:N]")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise TransmodalError("--device cuda but no CUDA GPU is visible; use --device cpu")
     if device.startswith("cuda:") and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         torch.cuda.set_device(torch.device(device))  # accelerate's single process uses the current GPU
     if precision == "auto":
