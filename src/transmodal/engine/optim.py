@@ -53,8 +53,6 @@ def step_work(model: nn.Module, batch_size: int, max_tokens: int | None) -> floa
     """Matrix work of one train step in token-width^2 units (``max_tokens`` capped at the body's
     limit); None for pixel bodies (unmeasured) and models without a token body."""
     body = getattr(model, "body", None)
-    if body is None and isinstance(getattr(model, "model", None), nn.Module):  # a TaskView
-        body = getattr(model.model, "body", None)
     if body is None or max_tokens is None or getattr(body, "takes_pixels", False):
         return None
     return float(batch_size) * min(max_tokens, body.max_tokens) * body.embed_dim ** 2

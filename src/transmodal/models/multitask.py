@@ -91,6 +91,11 @@ class TaskView(nn.Module):
         self.spec = model.spec
         self.head = model.heads[task]
 
+    @property
+    def body(self) -> nn.Module:
+        """The shared body (a property: registering it again would duplicate its weights)."""
+        return self.model.body
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x, self.task)
 

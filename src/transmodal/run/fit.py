@@ -196,8 +196,6 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
             model, (x_tr, y_tr), (x_va, y_va), va, log, checkpointer, ckpt, weights)
         fitted = [model]
         states = [state]
-        state.best_weights = None  # loaded into the model already
-        accelerator.free_memory()  # the optimizer and loaders: the Run keeps the accelerator
     else:
         y_all = y_tr  # all training samples, encoded (tr holds them all)
         first = model

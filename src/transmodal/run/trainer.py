@@ -50,8 +50,10 @@ class MemberTrainer:
                            resume=ckpt if ckpt is not None and ckpt["stage"] == "refine" else None,
                            weights=weights, callbacks=[*self.callbacks, *refine_callbacks],
                            select=select)
-        return (self.end(model, twin, cfg), state, aligned, t_align,
-                t_probe + time.perf_counter() - t0)
+        t_refine = t_probe + time.perf_counter() - t0
+        model = self.end(model, twin, cfg)
+        self.release([state])
+        return model, state, aligned, t_align, t_refine
 
     def start(self, model: Any, train: tuple[np.ndarray, np.ndarray], log: Any, checkpointer: Any,
               ckpt: dict[str, Any] | None, weights: Any, cfg: FitConfig
@@ -98,6 +100,13 @@ class MemberTrainer:
             twin = meta_twin(model)
             model = shard_model(model, accelerator)
         return model, aligned, t_align, time.perf_counter() - t0, twin
+
+    def release(self, states: Sequence[Any]) -> None:
+        """After training: the best-weights copies (loaded into the models already) and what
+        accelerate keeps of every prepared optimizer, loader and model, until free_memory()."""
+        for state in states:
+            state.best_weights = None
+        self.accelerator.free_memory()
 
     def end(self, model: Any, twin: Any, cfg: FitConfig) -> Any:
         """The trained model as a plain module (FSDP: every rank gathers the weights)."""
@@ -146,7 +155,6 @@ def train_members(trainer: MemberTrainer, members: list[Member], build: Callable
         else:
             _train_one(trainer, group[0], build, x_all, y_all, sample_weights, log, result,
                        len(members))
-        trainer.accelerator.free_memory()  # its optimizers and loaders (accelerate keeps them)
     return result
 
 
@@ -166,7 +174,6 @@ def _finish_member(trainer: MemberTrainer, m: Member, model: Any, state: Any, x_
     """Keep a trained member; a fold's out-of-fold outputs are those of its kept epoch: taken
     from its curve when all folds kept one epoch (``common_epochs``), else predicted again."""
     result.fitted.append(model)
-    state.best_weights = None  # loaded into the model already: do not hold a second copy
     result.states.append(state)
     result.rows.append({**m.describe(), "best_epoch": state.best_epoch, "epochs_run": state.epoch,
                         "val": {k: v for k, v in (state.best_val or {}).items() if k != "loss"}})
@@ -237,6 +244,7 @@ def _train_side_by_side(trainer: MemberTrainer, group: list[Member], build: Call
     for m, lane, (model, twin, member_cfg), out in zip(group, lanes, starts, outputs):
         _finish_member(trainer, m, trainer.end(model, twin, member_cfg), lane.state, x_all,
                        out.per_epoch, result)
+    trainer.release([lane.state for lane in lanes])
 
 
 def refit_members(trainer: MemberTrainer, common_epochs: dict[int, int], first_index: int,
@@ -265,5 +273,4 @@ def refit_members(trainer: MemberTrainer, common_epochs: dict[int, int], first_i
         result.states.append(state)
         result.rows.append({**m.describe(), "refit": True, "best_epoch": state.epoch,
                             "epochs_run": state.epoch})
-        trainer.accelerator.free_memory()
     return result
