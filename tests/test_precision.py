@@ -100,3 +100,19 @@ def test_a_run_trained_with_device_cuda_predicts_without_a_gpu(tiny_bodies, tmp_
     loaded = transmodal.load(tmp_path / "run")
     loaded.config = dataclasses.replace(loaded.config, device="cuda")  # as fitted on a GPU
     np.testing.assert_allclose(loaded.predict_proba(x[:4]), run.predict_proba(x[:4]), rtol=1e-6)
+
+
+def test_saving_rng_state_leaves_an_unused_cuda_alone(monkeypatch):
+    """A CPU run on a GPU machine: the RNG snapshots (checkpoints, side-by-side folds) must not
+    ask CUDA for its generators' state, which would start a CUDA context on every GPU."""
+    from transmodal.engine import lockstep
+    from transmodal.run import checkpoint
+
+    def started(*_):
+        raise AssertionError("CUDA was asked for its RNG state")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", started)
+    assert lockstep.rng_state()[1] is None
+    assert checkpoint.rng_state()["cuda"] == []

@@ -25,8 +25,9 @@ from .loop import EpochEnd, LoopState, Stage, run_epoch
 
 
 def rng_state() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
-    """The global torch RNG state (CPU, and every CUDA device when there is one)."""
-    return torch.get_rng_state(), (torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    """The global torch RNG state (CPU, and every CUDA device once CUDA is in use: asking an
+    uninitialised CUDA for its state would start a context on every GPU of a CPU run)."""
+    return torch.get_rng_state(), (torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
 
 
 def set_rng_state(state: tuple[torch.Tensor, list[torch.Tensor] | None]) -> None:

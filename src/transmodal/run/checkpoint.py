@@ -172,7 +172,9 @@ def rng_state(generators: Mapping[str, torch.Generator] | None = None) -> dict[s
         "python": [version, list(internal), gauss],
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # only once CUDA is in use: asking an uninitialised CUDA would start a context on every
+        # GPU in a CPU run (and its generators have drawn nothing yet)
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         "generators": {name: g.get_state() for name, g in (generators or {}).items()},
     }
     return state
