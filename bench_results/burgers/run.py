@@ -1,6 +1,7 @@
 """Burgers (the suite's dense set) with fit options: PYTHONPATH=src python bench_results/burgers/run.py TAG key=value ...
 
-NU=0.05 PDE_SEED=1 in the environment: our own second dense set (sharper fronts, another seed).
+NU=0.05 PDE_SEED=1 in the environment: our own second dense set (sharper fronts, another seed);
+T_FINAL=0.2 (with NU): a short horizon, where u(T) stays close to u0.
 A row per fit is appended to bench_results/burgers/results.jsonl (test and validation relative L2).
 """
 import json
@@ -16,15 +17,17 @@ from transmodal.bench.suite_data import load_suite_dataset
 tag, opts = sys.argv[1], {k: yaml.safe_load(v) for k, _, v in (a.partition("=") for a in sys.argv[2:])}
 if os.environ.get("NU"):  # our own second dense set: sharper fronts, another seed
     from transmodal.data.pde import make_burgers
-    ds = make_burgers(n_train=256, n_test=128, grid=128, t_final=1.0,
-                      viscosity=float(os.environ["NU"]), seed=int(os.environ.get("PDE_SEED", "1")))
+    ds = make_burgers(n_train=256, n_test=128, grid=128,
+                      viscosity=float(os.environ["NU"]), seed=int(os.environ.get("PDE_SEED", "1")),
+                      t_final=float(os.environ.get("T_FINAL", "1.0")))
 else:
     ds = load_suite_dataset("burgers").dataset
 data = {"x_train": ds.x_train, "y_train": ds.y_train, "x_test": ds.x_test, "y_test": ds.y_test}
 t = time.perf_counter()
 run = transmodal.fit(data, out=f"runs/burgers/{tag}", overwrite=True, progress=False, **opts)
 s = run.summary
-row = {"tag": tag, "data": f"burgers nu={os.environ['NU']} seed {os.environ.get('PDE_SEED', '1')} (generated)"
+row = {"tag": tag, "data": f"burgers nu={os.environ['NU']} T={os.environ.get('T_FINAL', '1.0')} seed "
+       f"{os.environ.get('PDE_SEED', '1')} (generated)"
        if os.environ.get("NU") else "suite burgers (nu=0.1)", "options": opts, "test": s["metrics"]["test"], "val": s["metrics"]["val"],
        "best_epoch": s.get("best_epoch"), "seconds": time.perf_counter() - t, "baselines": s.get("baselines")}
 print(json.dumps(row))
