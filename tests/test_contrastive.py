@@ -4,6 +4,7 @@ rule, save/load, zero-shot and retrieval, the CLI, and every bad input of issue 
 from __future__ import annotations
 
 import json
+import pickle
 import math
 
 import numpy as np
@@ -117,6 +118,11 @@ def test_contrastive_run_saves_without_the_locked_text_encoder_and_reloads(clip_
     np.testing.assert_array_equal(again.predict_proba(x), run.predict_proba(x))
     np.testing.assert_array_equal(again.zero_shot_proba(x, ["noise", "sine wave"]),
                                   run.zero_shot_proba(x, ["noise", "sine wave"]))
+    # pickled (joblib) without the locked text states' cache: computed again, same answers
+    assert run.model.head._states
+    twin = pickle.loads(pickle.dumps(run))
+    assert not twin.model.head._states
+    np.testing.assert_array_equal(twin.predict_proba(x), run.predict_proba(x))
 
 
 def test_locked_text_tower_did_not_change_and_its_projection_trained(clip_run, tiny_bodies):

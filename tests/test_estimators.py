@@ -173,3 +173,17 @@ def test_pickle_is_small_and_predicts_identically(tmp_path):
     assert (tmp_path / "est.joblib").stat().st_size < weights * 1.05 + 200_000
     np.testing.assert_array_equal(joblib.load(tmp_path / "est.joblib").predict(x), est.predict(x))
     assert isinstance(twin.run_.model, torch.nn.Module) and est.run_._accelerator is not None
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_gpu_fitted_estimator_pickles_cpu_tensors():
+    """Fitted on a GPU, pickled for a machine without one: the blob holds CPU tensors only,
+    the live estimator still predicts the same, and so does its twin (back on the GPU)."""
+    x, y = _noisy()
+    est = TransmodalClassifier(**TINY, device="cuda").fit(x, y)
+    proba = est.predict_proba(x)
+    blob = pickle.dumps(est)
+    twin = pickle.loads(blob)
+    assert all(p.device.type == "cpu" for m in twin.run_.members for p in m.parameters())
+    np.testing.assert_allclose(twin.predict_proba(x), proba, atol=1e-6)
+    np.testing.assert_allclose(est.predict_proba(x), proba, atol=1e-6)

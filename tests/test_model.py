@@ -115,3 +115,23 @@ def test_default_minilm_body_offline():
     body = load_body("minilm")
     assert body.embed_dim == 384 and body.max_tokens == 512 and len(body.blocks()) == 6
     assert body.input_token_norm() == pytest.approx(1.066, abs=0.01)
+
+
+def test_cpu_copy_keeps_values_and_ties_and_is_independent(tiny_bodies):
+    """cpu_copy (pickling a GPU run, merge, add_task) copies each tensor once, to the CPU."""
+    from transmodal.models.model import cpu_copy
+
+    spec = ModelSpec(task="classification", n_outputs=3, in_channels=1, spatial=[32],
+                     body=tiny_bodies["bert"], max_tokens=8)
+    model = build_model(spec)
+    model.tied = torch.nn.Linear(2, 2)
+    model.tied_too = torch.nn.Linear(2, 2)
+    model.tied_too.weight = model.tied.weight
+    twin = cpu_copy(model)
+    assert twin.tied_too.weight is twin.tied.weight and twin.tied.weight is not model.tied.weight
+    a, b = model.state_dict(), twin.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [p.requires_grad for p in model.parameters()] == [p.requires_grad for p in twin.parameters()]
+    with torch.no_grad():
+        next(twin.parameters()).add_(1.0)
+    assert not torch.equal(next(model.parameters()), next(twin.parameters()))

@@ -101,6 +101,20 @@ class TransmodalModel(nn.Module):
         return list(self.body.parameters()) + (extra() if extra else [])
 
 
+def cpu_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` on the CPU, made without a second copy on its device (``deepcopy``
+    then ``.cpu()`` would briefly hold the model twice in GPU memory): each parameter and buffer
+    is copied to the CPU first and ``deepcopy`` reuses those copies (tied weights stay tied)."""
+    import copy
+
+    memo: dict[int, Any] = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        if id(t) not in memo:
+            cpu = t.detach().to("cpu", copy=True)  # a copy even when already on the CPU
+            memo[id(t)] = nn.Parameter(cpu, t.requires_grad) if isinstance(t, nn.Parameter) else cpu
+    return copy.deepcopy(model, memo)
+
+
 def body_of(spec: ModelSpec, rebuild: bool = False) -> Body:
     """The spec's body: the recorded architecture (``rebuild``; its weights load next), or the
     pretrained (``spec.pretrained``) or random body of a new model, whose family is recorded."""

@@ -26,6 +26,7 @@ from ..engine.multitask import TaskSplit, split_scores, train_multitask
 from ..engine.optim import make_accelerator, step_work
 from ..errors import ConfigError, DataError
 from ..models import ModelSpec
+from ..models.model import cpu_copy
 from ..models.multitask import (MultiTaskModel, TaskView, add_task_modules, build_multitask,
                                 load_multitask, save_multitask, tokenise_instruction)
 from ..models.tuning import apply_tuning, count_parameters
@@ -288,7 +289,7 @@ class MultiTaskRun:
                                   epochs=int(epochs or self.config.epochs))
         seed_everything(cfg.seed)
         prepared = prepare_task(new_entry, arrays.get(0), cfg)
-        model = copy.deepcopy(self.model).cpu()
+        model = cpu_copy(self.model)
         add_task_modules(model, task_meta(prepared, cfg.body))
         if tune == "embedder":
             model.requires_grad_(False)

@@ -16,6 +16,7 @@ from ..engine.loop import predict_outputs
 from ..engine.optim import make_accelerator, memory_advice, step_work
 from ..errors import ConfigError, DataError
 from ..models import TransmodalModel, load_model, save_model
+from ..models.model import cpu_copy
 from .folder import RunFolder
 
 
@@ -41,8 +42,15 @@ class Run:
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle (joblib, scikit-learn) without the accelerator: it holds weak references and
-        the training-time state; ``_outputs`` builds a fresh one on the first prediction."""
-        return {**self.__dict__, "_accelerator": None}
+        the training-time state; ``_outputs`` builds a fresh one on the first prediction.
+        Models on a GPU are pickled as CPU copies, so a machine without one can unpickle them
+        (the first prediction moves them to the run's device when it has it)."""
+        state = {**self.__dict__, "_accelerator": None}
+        if any(p.device.type != "cpu" for m in self.members for p in m.parameters()):
+            members = [cpu_copy(m) for m in self.members]
+            state.update(members=members, model=members[self.members.index(self.model)]
+                         if self.model in self.members else cpu_copy(self.model))
+        return state
 
     @property
     def task(self) -> str:
@@ -264,8 +272,6 @@ class Run:
         reference, no peft needed to load it). It is written as a normal model folder to ``out``,
         by default ``RUN/model_merged/`` when this run has a folder; ``transmodal.load`` reads it.
         """
-        import copy
-
         from ..models.tuning import merge_lora
 
         if not getattr(self.model.spec, "lora", None):
@@ -273,7 +279,7 @@ class Run:
         if len(self.members) > 1 or self.rival is not None:
             raise ConfigError("merge writes one model folder; this run holds several models "
                               "(--folds/--ensemble/--method auto): its run folder is what to load")
-        model = merge_lora(copy.deepcopy(self.model).cpu())
+        model = merge_lora(cpu_copy(self.model))
         target = Path(out) if out is not None else (self.path / "model_merged" if self.path else None)
         if target is not None:
             save_model(model, target, {"preprocessor": self.preprocessor.to_dict(),

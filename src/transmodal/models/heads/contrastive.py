@@ -75,6 +75,10 @@ class ContrastiveHead(nn.Module):
         self._fixed: torch.Tensor | None = None  # (K, E) inside against(): the texts scored
         self._subset: list[int] | None = None  # inside batch_texts(): the training texts used
 
+    def __getstate__(self) -> dict:
+        """Pickled and deep-copied without the locked states' cache (computed again on use)."""
+        return {**self.__dict__, "_states": {}}
+
     # ------------------------------------------------------------------ training set-up
     def apply_tuning(self) -> None:
         """The text encoder trains as ``--text-tune`` says, whatever ``--tune`` says for the body
