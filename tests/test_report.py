@@ -107,6 +107,14 @@ def test_report_cli_needs_data_for_array_runs_and_keeps_the_old_page(clf_run, tm
     assert any(h == "Predictions on the data given" for h in page.h2)
     assert "10 samples" in index.read_text()
     assert not list((out / "report").glob("*.tmp"))
+    # --device: where its predictions run; a bad one writes nothing
+    assert main(["report", str(out), "--data", str(tmp_path / "d.npz"), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    written = index.read_bytes()
+    assert main(["report", str(out), "--data", str(tmp_path / "d.npz"), "--device", "tpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown --device 'tpu'" in err and "\n" not in err
+    assert index.read_bytes() == written
 
 
 def test_report_of_an_unfinished_run_is_one_line(tmp_path, capsys):

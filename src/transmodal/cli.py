@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--data", help="data to show predictions on (its test split if it has one); "
                     "default: the run's own data (needed for runs fitted on in-memory arrays)")
     rp.add_argument("--label-column", default=None, help="CSV label column (default: the run's)")
+    _add_device(rp)
 
     d = sub.add_parser("demo", help="fit ucr:GunPoint with the offline defaults", allow_abbrev=False)
     d.add_argument("--out", default="runs/demo-gunpoint")
@@ -552,7 +553,8 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    print(f"wrote {write_report(args.run, args.data, label_column=args.label_column)}")
+    run = _load_run(args) if args.device is not None else None  # else: write_report loads it
+    print(f"wrote {write_report(args.run, args.data, run=run, label_column=args.label_column)}")
     return 0
 
 
