@@ -56,6 +56,28 @@ def test_regression_and_dense_tasks(tiny_bodies):
     assert "rel_l2" in run.summary["metrics"]["val"]
 
 
+def test_learning_rates_default_to_the_tasks_and_options_win(tiny_bodies, tmp_path):
+    """Dense tasks train at 10x the learning rates of the others unless --lr / --head-lr say
+    otherwise; config.yaml records the rates used (a resume and the report read them)."""
+    import yaml
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, 1, 32)).astype(np.float32)
+    dense_y = np.cumsum(x[:, 0], axis=1)
+    runs = {"dense": ((x, dense_y), {}), "class": ((x, np.arange(24) % 2), {}),
+            "dense_lr": ((x, dense_y), {"lr": 5e-4})}
+    for name, (data, opts) in runs.items():
+        transmodal.fit(data, body=tiny_bodies["bert"], out=tmp_path / name, **{**FAST, "epochs": 1}, **opts)
+    rates = {n: yaml.safe_load((tmp_path / n / "config.yaml").read_text()) for n in runs}
+    assert (rates["dense"]["lr"], rates["dense"]["head_lr"]) == (1e-3, 1e-2)
+    assert (rates["class"]["lr"], rates["class"]["head_lr"]) == (1e-4, 1e-3)
+    assert (rates["dense_lr"]["lr"], rates["dense_lr"]["head_lr"]) == (5e-4, 1e-2)
+    first = {n: json.loads((tmp_path / n / "metrics.jsonl").read_text().splitlines()[0])
+             for n in ("dense", "class")}  # the rates the optimizer got: same schedule, 10x
+    assert first["dense"]["lr"] == pytest.approx(10 * first["class"]["lr"])
+    assert first["dense"]["head_lr"] == pytest.approx(10 * first["class"]["head_lr"])
+
+
 def test_images_through_2d_embedder(tiny_bodies):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(20, 1, 10, 10)).astype(np.float32)

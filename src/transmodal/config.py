@@ -95,8 +95,11 @@ class FitConfig:
     epochs: int = option(60, "refine epochs")
     align_epochs: int | None = option(None, "align epochs; default 0, or 20 with --align")
     batch_size: int = option(16, "batch size")
-    lr: float = option(1e-4, "body learning rate")
-    head_lr: float = option(1e-3, "embedder and head learning rate (and LoRA adapters')")
+    # None: the task's own (Task.learning_rates), filled in once the task is known
+    lr: float | None = option(None, "body learning rate; default: 1e-4, dense tasks 1e-3 "
+                              "(measured: README, Dense tasks)")
+    head_lr: float | None = option(None, "embedder and head learning rate (and LoRA adapters'); "
+                                   "default: 1e-3, dense tasks 1e-2")
     weight_decay: float = option(0.01, "AdamW weight decay")
     # off by default: results differ slightly from the default AdamW (~1e-8 per step)
     fused_adamw: bool = option(False, "refine with torch's fused AdamW: one pass per tensor, a "
@@ -278,7 +281,7 @@ class FitConfig:
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError("--val-fraction must be between 0 and 1 (exclusive)")
         for name in ("lr", "head_lr", "align_reg"):
-            if not float(getattr(self, name)) > 0:
+            if getattr(self, name) is not None and not float(getattr(self, name)) > 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
         if not 0.0 <= self.warmup < 1.0:
             raise ConfigError("--warmup is a fraction of the steps, in [0, 1)")

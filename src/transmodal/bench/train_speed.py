@@ -119,7 +119,7 @@ def measure(body: str, tokens: int, batch_size: int, steps: int, rounds: int, n_
     # one warm-up epoch, ``rounds`` timed ones, and the profiled one
     cfg = FitConfig(body=body, batch_size=batch_size, epochs=rounds + 1 + int(profile),
                     max_tokens=tokens, patience=0, device="cpu", precision="fp32",
-                    fused_adamw=fused_adamw)
+                    fused_adamw=fused_adamw, lr=1e-4, head_lr=1e-3)  # a classification's
     accelerator, _ = make_accelerator("cpu", "fp32")
     torch.manual_seed(0)
     ours = accelerator.prepare(build_model(spec))

@@ -264,8 +264,12 @@ def reproduce_command(run_dir: Path, config: dict[str, Any]) -> list[str]:
     """The command lines that re-run this fit, from config.yaml: the explicit options that
     differ from the defaults, and the config file itself."""
     from ..config import FitConfig
+    from ..tasks import get_task, task_names
 
-    defaults = FitConfig(align=config.get("align", "none")).to_dict()  # align_epochs resolved too
+    defaults = FitConfig(align=config.get("align", "none"))  # align_epochs resolved too
+    if config.get("task") in task_names():  # and the task's own defaults (learning rates)
+        defaults = get_task(config["task"]).with_defaults(defaults)
+    defaults = defaults.to_dict()
     new_out = f"{run_dir}-again"
     data = str(config.get("data"))
     if data in IN_MEMORY and not Path(data).exists():

@@ -109,8 +109,10 @@ def task_meta(prepared: dict[str, Any], body: str) -> dict[str, Any]:
 def fit_multitask(cfg: FitConfig, arrays: dict[int, tuple[Any, Any]], out: str | Path | None,
                   overwrite: bool, progress: bool, callbacks: Any = ()) -> "MultiTaskRun":
     """Fit one model on every task of ``cfg.tasks`` (see the module docstring)."""
+    from ..tasks import get_task
     from .fit import peak_rss_mb, seed_everything
 
+    cfg = get_task("classification").with_defaults(cfg)  # every task is a classification
     t_start = time.perf_counter()
     seed_everything(cfg.seed)
     prepared = [prepare_task(entry, arrays.get(i), cfg) for i, entry in enumerate(cfg.tasks)]

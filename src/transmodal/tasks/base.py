@@ -35,9 +35,20 @@ class Task(ABC):
     # weight the loss), "texts" (no mixes), "values" (jitter only), "fields" (per position:
     # geometric transforms move the target alike)
     augment_targets: ClassVar[str] = "values"
+    # (body, embedder and head) learning rates when --lr / --head-lr are not given
+    learning_rates: ClassVar[tuple[float, float]] = (1e-4, 1e-3)
 
     def configure(self, cfg: Any) -> None:
         """Read the task's own fit options (e.g. the texts of a contrastive task)."""
+
+    def with_defaults(self, cfg: Any) -> Any:
+        """``cfg`` with the options left to the task filled in (the learning rates): what
+        config.yaml records and every stage reads."""
+        import dataclasses
+
+        body, head = self.learning_rates
+        return dataclasses.replace(cfg, lr=body if cfg.lr is None else cfg.lr,
+                                   head_lr=head if cfg.head_lr is None else cfg.head_lr)
 
     def check_head(self, head: str) -> None:
         """``--head``: ``linear`` is the task's own head; a task that can take another (the
