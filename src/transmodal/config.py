@@ -32,7 +32,6 @@ DECODE_CHOICES = ("constrained", "score", "free")
 EMBEDDER_CHOICES = ("patch", "overlap", "conv")
 HEAD_INIT_CHOICES = ("probe", "random")
 HEAD_NORM_CHOICES = ("batch", "none")
-DENSE_SKIP_CHOICES = ("linear", "none")
 # what a run written before an option existed did: its config.yaml lacks the key, and a resume
 # must rebuild that run, not today's default
 BEFORE_OPTION = {"head_norm": "none", "head_init": "random"}
@@ -116,11 +115,6 @@ class FitConfig:
                             "pretrained features share one large mean direction) or none; "
                             "--head generate: the same for the body's tokens before the BERT "
                             "decoder's new cross-attention", choices="|".join(HEAD_NORM_CHOICES))
-    dense_skip: str = option("none", "dense tasks: linear adds a linear map of each input patch "
-                             "to its output patch, a path past the body (as a U-Net's skip or "
-                             "FNO's pointwise path: the embedder's LayerNorm squashes a patch's "
-                             "amplitude), starting at zero; none: the body's tokens alone",
-                             choices="|".join(DENSE_SKIP_CHOICES))
     grad_clip: float = option(1.0, "gradient norm clipping; 0 = off")
     patience: int = option(30, "early stopping on the validation metric, in epochs; 0 = off")
     val_fraction: float = option(0.2, "share of training data held out for validation")
@@ -242,7 +236,6 @@ class FitConfig:
         _choice("schedule", self.schedule, SCHEDULE_CHOICES)
         _choice("head_init", self.head_init, HEAD_INIT_CHOICES)
         _choice("head_norm", self.head_norm, HEAD_NORM_CHOICES)
-        _choice("dense_skip", self.dense_skip, DENSE_SKIP_CHOICES)
         self._check_text_options()
         self._check_member_options()
         self._check_task_list()

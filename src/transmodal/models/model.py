@@ -58,9 +58,6 @@ class ModelSpec:
     # pooled heads: "batch" standardises the pooled features before the linear layer
     # (--head-norm); files without it: "none"
     head_norm: str = "none"
-    # dense heads: "linear" adds a linear skip from each input patch to its output patch
-    # (--dense-skip); files without it: "none"
-    dense_skip: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,8 +87,6 @@ class TransmodalModel(nn.Module):
             # reads the input's tokens and then the answer's, so the head drives it
             return self.head.forward_prefix(self.body, self.embedder(x), self.embedder.grid)
         hidden, grid = self.features(x)  # (B, S', D') on grid'
-        if getattr(self.head, "takes_input", False):  # a dense head's skip path past the body
-            return self.head(hidden, grid, x)
         return self.head(hidden, grid)
 
     def pretrained_parameters(self) -> list[nn.Parameter]:

@@ -141,7 +141,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
                      pretrained=cfg.tune != "scratch", max_tokens=cfg.max_tokens,
                      attention_dropout=cfg.attention_dropout, image_size=cfg.image_size,
                      augment=cfg.augment == "flip-crop", embedder=cfg.embedder, head_norm=cfg.head_norm,
-                     dense_skip=cfg.dense_skip, **task.spec_extras())
+                     **task.spec_extras())
     if members is not None:
         seed_everything(members[0].seed)
     model = _build(spec, cfg)
