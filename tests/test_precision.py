@@ -100,6 +100,13 @@ def test_a_run_trained_with_device_cuda_predicts_without_a_gpu(tiny_bodies, tmp_
     loaded = transmodal.load(tmp_path / "run")
     loaded.config = dataclasses.replace(loaded.config, device="cuda")  # as fitted on a GPU
     np.testing.assert_allclose(loaded.predict_proba(x[:4]), run.predict_proba(x[:4]), rtol=1e-6)
+    # fitted with --precision bf16 on a GPU: the CPU predicts in fp32 (the weights are fp32;
+    # CPU bf16 is slow), the same probabilities as the fp32 run
+    again = transmodal.load(tmp_path / "run")
+    again.config = dataclasses.replace(again.config, device="cuda", precision="bf16")
+    again.summary["device"] = "cuda:0"
+    np.testing.assert_allclose(again.predict_proba(x[:4]), run.predict_proba(x[:4]), rtol=1e-6)
+    assert again._accelerator.mixed_precision == "no"
 
 
 def test_saving_rng_state_leaves_an_unused_cuda_alone(monkeypatch):

@@ -84,7 +84,13 @@ class Run:
             device = cfg.device  # a model trained on a GPU predicts on a machine without one
             if device.startswith("cuda") and not torch.cuda.is_available():
                 device = "cpu"
-            self._accelerator, _ = make_accelerator(device, cfg.precision,
+            precision = cfg.precision
+            trained_on = str(self.summary.get("device", "cpu"))
+            if precision == "bf16" and not trained_on.startswith("cpu") and (
+                    device == "cpu" or not torch.cuda.is_available()):
+                precision = "fp32"  # GPU bf16 fitted, predicted on a CPU: CPU bf16 is slow and
+                # the weights are float32 anyway (bf16 was autocast)
+            self._accelerator, _ = make_accelerator(device, precision,
                                                     step_work(self.model, cfg.batch_size, cfg.max_tokens))
             for m in self.members:
                 m.to(self._accelerator.device)
