@@ -41,8 +41,8 @@ class Dense(Task):
     infer_rank = 0  # first: y shaped like the input grid is dense whatever its dtype
     view = "fields"
     augment_targets = "fields"
-    # 10x the others': a field-to-field map underfits at 1e-4 / 1e-3 (burgers, 2 seeds at fit's
-    # defaults: test rel L2 0.109 vs 0.120; every paired run on two dense sets agrees; README)
+    # 10x the others': a field-to-field map underfits at 1e-4 / 1e-3 (burgers, 3 seeds at fit's
+    # defaults: test rel L2 0.106 vs 0.125; every paired run on the dense sets agrees; README)
     learning_rates = (1e-3, 1e-2)
 
     def __init__(self, y_mean: list[float] | None = None, y_std: list[float] | None = None,
