@@ -135,6 +135,9 @@ def test_non_finite_alignment_distance_stops_or_is_skipped(tiny_bodies, toy_seri
     monkeypatch.setattr(objectives.L2Alignment, "distance", distance)
     cfg = FitConfig(align="l2", align_epochs=3, on_nan=on_nan)
     x_in = ((x - x.mean()) / x.std())[:, None].astype(np.float32)
+    with pytest.raises(ConfigError, match="learning rates are not set"):  # fit fills them in
+        align(model, x_in, y, cfg, tiny_bodies["bert"], CPU, progress=False)
+    cfg = get_task("classification").with_defaults(cfg)  # as fit does
     if on_nan == "stop":
         with pytest.raises(NonFiniteError, match="non-finite alignment distance in stage align, epoch 2"):
             align(model, x_in, y, cfg, tiny_bodies["bert"], CPU, progress=False)

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..config import FitConfig
 from ..engine.loop import EpochEnd, LoopState, Stage, run_stage, start_state
+from ..engine.optim import learning_rates
 from .objectives import build_alignment
 from .reference import source_reference
 
@@ -58,8 +59,8 @@ class AlignStage(Stage):
         self.y_all = torch.from_numpy(labels).to(x.device)
         embedder = accelerator.unwrap_model(model).embedder
         self.params = list(embedder.parameters())
-        self.optimizer = accelerator.prepare(torch.optim.AdamW(self.params, lr=cfg.head_lr,
-                                                               weight_decay=0.0))
+        (lr,) = learning_rates(cfg, ("head_lr",))  # the embedder's rate
+        self.optimizer = accelerator.prepare(torch.optim.AdamW(self.params, lr=lr, weight_decay=0.0))
         self.generators = {"chunks": torch.Generator().manual_seed(cfg.seed)}
 
     def batches(self, epoch: int):

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .loop import EpochEnd, LoopState, Stage, dataset_of, predict_outputs
-from .optim import build_optimizer, lr_factor
+from .optim import build_optimizer, learning_rates, lr_factor
 
 
 @dataclass
@@ -52,7 +52,7 @@ class MultiTaskStage(Stage):
         self.loaders = {s.name: DataLoader(dataset_of(s.x_tr, torch.from_numpy(s.y_tr)),
                                            batch_size=cfg.batch_size, shuffle=True, generator=gen)
                         for s in splits}
-        optimizer = build_optimizer(self.unwrapped, cfg.lr, cfg.head_lr, cfg.weight_decay,
+        optimizer = build_optimizer(self.unwrapped, *learning_rates(cfg), cfg.weight_decay,
                                     cfg.fused_adamw)
         steps = cfg.epochs * sum(len(loader) for loader in self.loaders.values())
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 import os
 from contextlib import contextmanager
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from ..errors import ResourceError, TransmodalError, is_oom
+from ..errors import ConfigError, ResourceError, TransmodalError, is_oom
 
 
 @contextmanager
@@ -112,6 +112,17 @@ def make_accelerator(device: str, precision: str, work: float | None = None):
 
     check_process_group(accelerator)  # WORLD_SIZE > 1 with no process group: refused
     return accelerator, precision
+
+
+def learning_rates(cfg: Any, names: tuple[str, ...] = ("lr", "head_lr")) -> tuple[float, ...]:
+    """The learning rates ``names`` of a resolved config (default: body, then embedder and
+    head): ``fit`` fills unset ones from the task (``Task.with_defaults``); a stage called on
+    its own needs them set."""
+    if any(getattr(cfg, n) is None for n in names):
+        raise ConfigError("the learning rates are not set: fit() takes them from the task "
+                          "(Task.with_defaults(cfg)); a stage called directly needs "
+                          + " and ".join(names))
+    return tuple(float(getattr(cfg, n)) for n in names)
 
 
 def lr_factor(total_steps: int, warmup_fraction: float, schedule: str = "cosine"

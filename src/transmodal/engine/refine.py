@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from .augment import BatchAugment, mixed_loss
 from .loop import EpochEnd, LoopState, Stage, dataset_of, predict_outputs
-from .optim import build_optimizer, lr_factor
+from .optim import build_optimizer, learning_rates, lr_factor
 
 
 class RefineStage(Stage):
@@ -54,7 +54,7 @@ class RefineStage(Stage):
         if self.augment is not None:
             self.generators["augment"] = self.augment.generator
         loader = DataLoader(dataset_of(x_tr, *tensors), batch_size=cfg.batch_size, shuffle=True, generator=gen)
-        optimizer = build_optimizer(accelerator.unwrap_model(model), cfg.lr, cfg.head_lr,
+        optimizer = build_optimizer(accelerator.unwrap_model(model), *learning_rates(cfg),
                                     cfg.weight_decay, cfg.fused_adamw)
         # optimizer steps per process: the prepared loader gives each of N processes every
         # N-th batch (the last ones padded), so the schedule spans ceil(batches / N) per epoch
