@@ -142,11 +142,9 @@ def meta_twin(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``model``'s structure whose parameters live on the meta device (no memory);
     buffers are copied (non-persistent ones, e.g. position ids, are in no state dict). Taken
     before sharding, it becomes the plain trained model in :func:`gather_model`."""
-    import copy
+    from ..models.model import copy_with
 
-    memo = {id(p): torch.nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad)
-            for p in model.parameters()}
-    return copy.deepcopy(model, memo)
+    return copy_with(model, lambda p: torch.empty_like(p, device="meta"), buffers=False)
 
 
 def shard_model(model: torch.nn.Module, accelerator: Any) -> torch.nn.Module:

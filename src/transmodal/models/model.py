@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -96,18 +96,25 @@ class TransmodalModel(nn.Module):
         return list(self.body.parameters()) + (extra() if extra else [])
 
 
-def cpu_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` on the CPU, made without a second copy on its device (``deepcopy``
-    then ``.cpu()`` would briefly hold the model twice in GPU memory): each parameter and buffer
-    is copied to the CPU first and ``deepcopy`` reuses those copies (tied weights stay tied)."""
+def copy_with(model: nn.Module, tensor: Callable[[torch.Tensor], torch.Tensor],
+              buffers: bool = True) -> nn.Module:
+    """A ``deepcopy`` of ``model`` whose parameters (and buffers, when ``buffers``) are
+    ``tensor(t)`` instead of copies of ``t``: made without a second copy where ``t`` lives
+    (tied weights stay tied; other buffers are deep-copied as they are)."""
     import copy
 
     memo: dict[int, Any] = {}
-    for t in [*model.parameters(), *model.buffers()]:
+    for t in [*model.parameters(), *(model.buffers() if buffers else ())]:
         if id(t) not in memo:
-            cpu = t.detach().to("cpu", copy=True)  # a copy even when already on the CPU
-            memo[id(t)] = nn.Parameter(cpu, t.requires_grad) if isinstance(t, nn.Parameter) else cpu
+            new = tensor(t.detach())
+            memo[id(t)] = nn.Parameter(new, t.requires_grad) if isinstance(t, nn.Parameter) else new
     return copy.deepcopy(model, memo)
+
+
+def cpu_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` on the CPU, made without a second copy on its device (``deepcopy``
+    then ``.cpu()`` would briefly hold the model twice in GPU memory)."""
+    return copy_with(model, lambda t: t.to("cpu", copy=True))  # a copy even on the CPU
 
 
 def body_of(spec: ModelSpec, rebuild: bool = False) -> Body:

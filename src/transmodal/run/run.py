@@ -48,8 +48,7 @@ class Run:
         state = {**self.__dict__, "_accelerator": None}
         if any(p.device.type != "cpu" for m in self.members for p in m.parameters()):
             members = [cpu_copy(m) for m in self.members]
-            state.update(members=members, model=members[self.members.index(self.model)]
-                         if self.model in self.members else cpu_copy(self.model))
+            state.update(members=members, model=members[0])  # the model is the first member
         return state
 
     @property
@@ -85,9 +84,9 @@ class Run:
             if device.startswith("cuda") and not torch.cuda.is_available():
                 device = "cpu"
             precision = cfg.precision
-            trained_on = str(self.summary.get("device", "cpu"))
-            if precision == "bf16" and not trained_on.startswith("cpu") and (
-                    device == "cpu" or not torch.cuda.is_available()):
+            on_cpu = device == "cpu" or not torch.cuda.is_available()
+            fitted_on_gpu = not str(self.summary.get("device", "cpu")).startswith("cpu")
+            if precision == "bf16" and on_cpu and fitted_on_gpu:
                 precision = "fp32"  # GPU bf16 fitted, predicted on a CPU: CPU bf16 is slow and
                 # the weights are float32 anyway (bf16 was autocast)
             self._accelerator, _ = make_accelerator(device, precision,
