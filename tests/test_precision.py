@@ -121,5 +121,27 @@ def test_saving_rng_state_leaves_an_unused_cuda_alone(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", started)
-    assert lockstep.rng_state()[1] is None
+    assert lockstep.torch_rng_state()[1] is None
     assert checkpoint.rng_state()["cuda"] == []
+
+
+def test_restoring_rng_state_leaves_an_unused_cuda_alone(monkeypatch):
+    """Resuming a GPU-written checkpoint with --device cpu on a GPU machine: the CPU state comes
+    back, the saved CUDA generators are not restored (that would start a CUDA context)."""
+    from transmodal.engine import lockstep
+    from transmodal.run import checkpoint
+
+    def started(*_):
+        raise AssertionError("CUDA's generators were restored")
+
+    state = checkpoint.rng_state()
+    expected = torch.rand(3)
+    state["cuda"] = [torch.zeros(16, dtype=torch.uint8)]  # as a 1-GPU run writes it
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", started)
+    checkpoint.set_rng_state(state)
+    assert torch.equal(torch.rand(3), expected)
+    lockstep.set_torch_rng_state((state["torch"], state["cuda"]))  # side-by-side folds: the same
+    assert torch.equal(torch.rand(3), expected)

@@ -24,16 +24,19 @@ from .callbacks import CallbackList, copy_weights
 from .loop import EpochEnd, LoopState, Stage, run_epoch
 
 
-def rng_state() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
-    """The global torch RNG state (CPU, and every CUDA device once CUDA is in use: asking an
-    uninitialised CUDA for its state would start a context on every GPU of a CPU run)."""
+def torch_rng_state() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    """The global torch RNG state: CPU, and every CUDA device once CUDA is in use (asking an
+    uninitialised CUDA for its state would start a context on every GPU of a CPU run, and its
+    generators have drawn nothing yet). Checkpoints store the same pair."""
     return torch.get_rng_state(), (torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
 
 
-def set_rng_state(state: tuple[torch.Tensor, list[torch.Tensor] | None]) -> None:
+def set_torch_rng_state(state: tuple[torch.Tensor, list[torch.Tensor] | None]) -> None:
+    """Put back a :func:`torch_rng_state`; CUDA's part only where CUDA is in use (a GPU run's
+    model is on the device by then), so a CPU run never starts a context."""
     cpu, cuda = state
     torch.set_rng_state(cpu)
-    if cuda is not None:
+    if cuda is not None and torch.cuda.is_initialized():
         torch.cuda.set_rng_state_all(cuda)
 
 
@@ -49,7 +52,7 @@ class Lane:
     val_true: np.ndarray
     val_enc: np.ndarray
     val_weight: np.ndarray | None = None
-    rng: Any = field(default_factory=rng_state)  # captured when the lane is set up
+    rng: Any = field(default_factory=torch_rng_state)  # captured when the lane is set up
 
 
 class CommonEpoch:
@@ -105,9 +108,9 @@ def run_in_lockstep(lanes: Sequence[Lane], accelerator: Any, selection: CommonEp
     for epoch in range(epochs):
         ends = []
         for lane in lanes:
-            set_rng_state(lane.rng)
+            set_torch_rng_state(lane.rng)
             ends.append(run_epoch(lane.stage, lane.state, accelerator, lane.callbacks, epoch))
-            lane.rng = rng_state()
+            lane.rng = torch_rng_state()
             lane.stage.optimizer.zero_grad(set_to_none=True)  # K models: free the gradients
         stop = selection.end_round(epoch + 1, ends)
         if progress is not None:

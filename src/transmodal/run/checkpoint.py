@@ -76,6 +76,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from ..engine.lockstep import set_torch_rng_state, torch_rng_state
 from ..errors import CheckpointError
 
 FORMAT = "transmodal-checkpoint/1"
@@ -168,13 +169,12 @@ def rng_state(generators: Mapping[str, torch.Generator] | None = None) -> dict[s
     """Every RNG that training draws from, as tensors and plain values."""
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
+    cpu, cuda = torch_rng_state()  # CUDA's only once it is in use
     state: dict[str, Any] = {
         "python": [version, list(internal), gauss],
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-        "torch": torch.get_rng_state(),
-        # only once CUDA is in use: asking an uninitialised CUDA would start a context on every
-        # GPU in a CPU run (and its generators have drawn nothing yet)
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "torch": cpu,
+        "cuda": cuda or [],
         "generators": {name: g.get_state() for name, g in (generators or {}).items()},
     }
     return state
@@ -185,10 +185,10 @@ def set_rng_state(state: Mapping[str, Any], generators: Mapping[str, torch.Gener
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        if len(state["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda") or None
+    if cuda is not None and len(cuda) != torch.cuda.device_count():
+        cuda = None  # another machine's GPUs: their generators cannot be matched one to one
+    set_torch_rng_state((state["torch"], cuda))
     saved = state.get("generators", {})
     for name, g in (generators or {}).items():
         if name not in saved:
