@@ -1,6 +1,7 @@
 """transmodal search: Optuna trials of fit options on shared storage (journal, SQLite, PostgreSQL)."""
 
 import csv
+import math
 import os
 import pwd
 import shutil
@@ -161,6 +162,35 @@ def test_default_space_is_valid_and_align_epochs_decides_alignment():
     assert FitConfig.from_dict(trial_options({"align": "mmd"}, {"align_epochs": 5})).align == "mmd"
     assert FitConfig.from_dict(trial_options({"align": "mmd"}, {"align_epochs": 0})).align == "none"
     assert "tune" not in load_space(None, {"tune": "full"})  # a fixed option is not searched
+
+
+def test_default_space_centres_the_learning_rates_on_the_tasks_defaults():
+    from transmodal.search.space import DEFAULT_SPACE, load_space
+    from transmodal.tasks import get_task
+
+    for name in ("classification", "dense"):
+        body, head = get_task(name).learning_rates
+        space = load_space(None, learning_rates=(body, head))
+        for key, rate in (("lr", body), ("head_lr", head)):
+            low, high = space[key]["low"], space[key]["high"]
+            assert low < rate < high and math.isclose(math.sqrt(low * high), rate)
+    assert DEFAULT_SPACE["lr"] == {"low": 1e-5, "high": 1e-3, "log": True}  # the base rates'
+    assert load_space(None)["lr"]["high"] == 1e-3
+    assert load_space(None, learning_rates=get_task("dense").learning_rates)["lr"]["high"] == 1e-2
+
+
+def test_a_dense_search_samples_around_the_dense_rates(tiny_bodies, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, 1, 32)).astype(np.float32)
+    path = tmp_path / "field.npz"
+    np.savez(path, x_train=x, y_train=np.cumsum(x, axis=2))  # y shaped like x: a dense task
+    summary = search(str(path), trials=1, out=tmp_path / "s", pruner="none", tune="full",
+                     align_epochs=0, body=tiny_bodies["bert"], **FAST)
+    space = summary["space"]
+    assert set(space) == {"lr", "head_lr"}  # the rest is fixed
+    assert (space["lr"]["low"], space["lr"]["high"]) == (1e-4, 1e-2)
+    assert (space["head_lr"]["low"], space["head_lr"]["high"]) == (1e-3, 1e-1)
+    assert 1e-4 <= float(_rows(tmp_path / "s")[0]["lr"]) <= 1e-2
 
 
 # ------------------------------------------------------------------ a real PostgreSQL server

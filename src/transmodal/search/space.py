@@ -21,27 +21,40 @@ from typing import Any
 
 from ..config import FitConfig
 from ..errors import ConfigError
+from ..tasks.base import Task
 
-# what a search samples unless --space replaces it (learning rates, align epochs, tune
-# strategy, token cap); scratch is left out: it cannot be combined with alignment
-DEFAULT_SPACE: dict[str, Any] = {
-    "lr": {"low": 1e-5, "high": 1e-3, "log": True},
-    "head_lr": {"low": 1e-4, "high": 1e-2, "log": True},
-    "align_epochs": {"low": 0, "high": 20, "step": 5},
-    "tune": ["full", "layernorm", "frozen", "lora"],
-    "max_tokens": [16, 32, 64],
-}
+
+def default_space(learning_rates: tuple[float, float] = Task.learning_rates) -> dict[str, Any]:
+    """What a search samples unless --space replaces it, for a task whose default rates are
+    ``learning_rates`` (body, head): each rate a decade either side of its default, so the
+    default sits in the middle (a dense task's 1e-3 was the edge of one fixed range); align
+    epochs, tune strategy and token cap. Scratch is left out: it cannot be combined with
+    alignment."""
+    body, head = learning_rates
+    return {
+        "lr": {"low": body / 10, "high": body * 10, "log": True},
+        "head_lr": {"low": head / 10, "high": head * 10, "log": True},
+        "align_epochs": {"low": 0, "high": 20, "step": 5},
+        "tune": ["full", "layernorm", "frozen", "lora"],
+        "max_tokens": [16, 32, 64],
+    }
+
+
+# the default space of every task at the base rates (all but dense): lr 1e-5..1e-3
+DEFAULT_SPACE: dict[str, Any] = default_space()
 
 # options that say where the data are, not how to train: never searched
 NOT_SEARCHABLE = ("data", "test_data", "label_column")
 
 
-def load_space(path: str | Path | None, fixed: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The checked space of ``path`` (YAML), or the default space, less the ``fixed`` options
-    (each choice and bound is checked together with them)."""
+def load_space(path: str | Path | None, fixed: dict[str, Any] | None = None,
+               learning_rates: tuple[float, float] = Task.learning_rates) -> dict[str, Any]:
+    """The checked space of ``path`` (YAML), or the default space around the task's
+    ``learning_rates``, less the ``fixed`` options (each choice and bound is checked together
+    with them)."""
     fixed = fixed or {}
     if path is None:
-        return check_space(DEFAULT_SPACE, "the default search space", fixed)
+        return check_space(default_space(learning_rates), "the default search space", fixed)
     from ..config import read_yaml
 
     path = Path(path)

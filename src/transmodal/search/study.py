@@ -79,13 +79,14 @@ def search(data: Any = None, *, trials: int, out: str | Path | None = None,
     from ..engine.trackers import tracker_callbacks
 
     tracker_callbacks(cfg.report_to, None, {}, main_process=False)  # trials have no run folder
+    task = _task(data, cfg)
+    metric, higher = task.primary
     sp = (check_space(space, "search space", fixed) if isinstance(space, dict)
-          else load_space(space, fixed))
+          else load_space(space, fixed, task.learning_rates))
     if not sp:
         raise ConfigError("nothing to search: every option of the search space is fixed by the "
                           "command line or --config; drop one, or give a --space")
     _make_pruner(pruner, cfg.epochs)  # an unknown pruner is refused before any work
-    metric, higher = _primary(data, cfg)
     folder = Path(out) if out is not None else _default_out(data)
     where = locator(storage, folder)
     st = open_storage(where)  # a bad URL is refused before the search folder is made
@@ -123,9 +124,10 @@ def _fixed_options(config: Any, options: dict[str, Any]) -> dict[str, Any]:
     return {k.replace("-", "_"): v for k, v in base.items()}
 
 
-def _primary(data: Any, cfg: FitConfig) -> tuple[str, bool]:
-    """The metric (and direction) trials are scored on: the task's primary metric. Loading the
-    data here also reports data errors once, before any trial runs."""
+def _task(data: Any, cfg: FitConfig) -> Any:
+    """The task of the data: trials are scored on its primary metric and the default space
+    centres on its learning rates. Loading the data here also reports data errors once, before
+    any trial runs."""
     from ..data import load_dataset
     from ..run.fit import fit_targets_of, task_name
     from ..tasks import get_task
@@ -135,7 +137,7 @@ def _primary(data: Any, cfg: FitConfig) -> tuple[str, bool]:
     task.configure(cfg)
     y_train, _ = fit_targets_of(ds, cfg, task, [], progress=False)  # captions, when given
     task.check_targets(ds.x_train, y_train)
-    return task.primary
+    return task
 
 
 def _default_out(data: Any) -> Path:
