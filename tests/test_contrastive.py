@@ -305,3 +305,18 @@ def test_hugging_face_clip_towers_as_body_and_text_tower(tiny_clip, tmp_path):
     again = transmodal.load(tmp_path / "run")
     np.testing.assert_array_equal(again.predict_proba(x), run.predict_proba(x))
     assert set(again.zero_shot(x, ["a striped image", "a plain image"])) <= {"a striped image", "a plain image"}
+
+
+def test_a_clip_text_body_loads_only_the_text_half(tiny_clip, tiny_bodies, monkeypatch):
+    """--text-body CLIP_FOLDER: the vision half is never built (it would only be discarded)."""
+    from transmodal.models.bodies.clip import ClipVisionBody
+    from transmodal.models.text_tower import load_text_encoder
+
+    def vision(*_):
+        raise AssertionError("the vision tower was built")
+
+    monkeypatch.setattr(ClipVisionBody, "build_model", classmethod(vision))
+    assert load_text_encoder(tiny_clip).family == "clip-text"
+    assert load_text_encoder(tiny_bodies["bert"]).family == "text"
+    with pytest.raises(ConfigError, match="no text encoder"):
+        load_text_encoder(tiny_bodies["vit"])

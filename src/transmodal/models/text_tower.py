@@ -20,12 +20,12 @@ from ..errors import ConfigError, DataError
 def load_text_encoder(name: str) -> nn.Module:
     """The text encoder for ``--text-body name``: the body itself when it is a text encoder, or
     the text half of a model that has one (a CLIP folder's text tower)."""
-    from .bodies import load_body
+    from .bodies import family_of
 
-    body = load_body(name, pretrained=True)
-    encoder = body.text_encoder(name)
+    family = family_of(name)
+    encoder = family.load_text_encoder(name)
     if encoder is None:
-        raise ConfigError(f"--text-body {name!r} is a {body.family} body with no text encoder; "
+        raise ConfigError(f"--text-body {name!r} is a {family.family} body with no text encoder; "
                           "use a text model such as minilm (or a CLIP model folder)")
     return encoder
 

@@ -70,6 +70,17 @@ def load_body(name: str, pretrained: bool = True, attention_dropout: float | Non
     return cls.load(name, pretrained=pretrained, attention_dropout=attention_dropout)
 
 
+def family_of(name: str) -> type[Body]:
+    """The family that ``load_body(name)`` builds, read from the name or the model's config
+    (no weights loaded)."""
+    cls = family_for_name(name)
+    if cls is None:
+        from .hf import load_body_config
+
+        cls = family_for_model_type(load_body_config(name).model_type)
+    return cls
+
+
 def rebuild_body(spec: Any) -> Body:
     """The architecture a model spec records (weights still to load)."""
     kind = spec.body_kind
@@ -84,4 +95,4 @@ def rebuild_body(spec: Any) -> Body:
 from . import clip, efficientnet, gpt2, seq2seq, swin, text, vit  # noqa: E402,F401
 
 __all__ = ["Body", "register_body", "family", "family_for_name", "family_for_model_type",
-           "takes_pixels", "load_body", "rebuild_body"]
+           "takes_pixels", "load_body", "family_of", "rebuild_body"]

@@ -122,7 +122,9 @@ class Body(nn.Module, metaclass=ABCMeta):
         return None
 
     # ------------------------------------------------------------------ as a text tower
-    def text_encoder(self, name: str) -> "Body | None":
-        """A body that embeds sentences (``sentence_embedding(ids, mask)``) for ``--text-body
-        name``: this body if it is one, a companion (CLIP's text half), or None."""
-        return self if hasattr(self, "sentence_embedding") else None
+    @classmethod
+    def load_text_encoder(cls, name: str) -> "Body | None":
+        """A pretrained body that embeds sentences (``sentence_embedding(ids, mask)``) for
+        ``--text-body name`` of this family: the body itself if it is one, a companion (CLIP's
+        text half, loaded without the vision half), or None (nothing is loaded)."""
+        return cls.load(name) if hasattr(cls, "sentence_embedding") else None

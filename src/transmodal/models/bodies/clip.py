@@ -72,8 +72,10 @@ class ClipVisionBody(PatchVisionBody):
         return [(n, p) for n, p in self.named_parameters()
                 if n.startswith("model.embeddings.patch_embedding.")]
 
-    def text_encoder(self, name: str) -> "ClipTextBody":
-        """The text half of the same CLIP model, for ``--text-body``."""
+    @classmethod
+    def load_text_encoder(cls, name: str) -> "ClipTextBody":
+        """The text half of the same CLIP model, for ``--text-body`` (the vision half is never
+        loaded)."""
         return ClipTextBody.load(name)
 
 
