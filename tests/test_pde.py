@@ -8,8 +8,10 @@ from transmodal.tasks import rel_l2
 from transmodal.data.pde import (
     gaussian_random_field,
     make_burgers,
+    make_darcy,
     make_heat,
     solve_burgers,
+    solve_darcy,
     solve_heat,
 )
 
@@ -108,3 +110,56 @@ def test_bad_configuration_raises_one_clear_error():
         solve_burgers(np.zeros(GRID), 1.0, viscosity=0.0)
     with pytest.raises(ConfigError):
         make_heat(n_train=0)
+
+
+# ----------------------------------------------------------------------------- Darcy (2-D)
+
+
+def _centres(n):
+    x = (np.arange(n) + 0.5) / n
+    return np.meshgrid(x, x, indexing="ij")
+
+
+def test_darcy_converges_at_second_order_to_an_exact_solution():
+    """a = 1, u = sin(pi x) sin(pi y), so forcing = 2 pi^2 u: the max error falls ~4x per halving of h."""
+    errors = []
+    for n in (16, 32, 64):
+        x, y = _centres(n)
+        exact = np.sin(np.pi * x) * np.sin(np.pi * y)
+        errors.append(np.abs(solve_darcy(np.ones((n, n)), 2 * np.pi**2 * exact) - exact).max())
+    assert errors[2] < 1e-3
+    for coarse, fine in zip(errors, errors[1:]):
+        assert 3.5 < coarse / fine < 4.5
+
+
+def test_darcy_respects_the_maximum_principle_and_symmetry_of_a_layered_coefficient():
+    """a jumps from 1 to 4 at x = 1/2 (constant in y): u > 0 inside (a positive source, a zero
+    boundary), u is symmetric in y as the coefficient is, and it peaks in the softer half."""
+    n = 32
+    a = np.where(_centres(n)[0] < 0.5, 1.0, 4.0)
+    u = solve_darcy(a)
+    assert np.all(u > 0)  # maximum principle: a positive source and a zero boundary
+    # symmetric in y (the coefficient is), and the peak lies in the softer half (x < 1/2)
+    np.testing.assert_allclose(u, u[:, ::-1], rtol=1e-10, atol=1e-14)
+    assert np.argmax(u[:, n // 2]) < n // 2
+
+
+def test_make_darcy_is_seeded_two_valued_and_nonlinear():
+    a = make_darcy(n_train=6, n_test=3, grid=16, seed=2)
+    b = make_darcy(n_train=6, n_test=3, grid=16, seed=2)
+    assert a.x_train.shape == a.y_train.shape == (6, 1, 16, 16) and a.x_test.shape == (3, 1, 16, 16)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+    assert set(np.unique(a.x_train)) == {3.0, 12.0}
+    np.testing.assert_allclose(a.y_train[:, 0], solve_darcy(a.x_train[:, 0]), rtol=1e-5)
+    # the map is not linear: doubling the coefficient halves u, it does not double it
+    np.testing.assert_allclose(solve_darcy(2 * a.x_train[0, 0]), a.y_train[0, 0] / 2, rtol=1e-5)
+
+
+def test_bad_darcy_input_raises_one_clear_error():
+    with pytest.raises(DataError, match="positive"):
+        solve_darcy(np.zeros((8, 8)))
+    with pytest.raises(ConfigError, match="n, n"):
+        solve_darcy(np.ones((8, 6)))
+    with pytest.raises(ConfigError, match="contrast"):
+        make_darcy(contrast=(5.0, 1.0))

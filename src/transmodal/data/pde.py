@@ -31,6 +31,15 @@ obeys a maximum principle (max|u| never grows), so the step
     dt = min(dt_max, cfl / (max|u0| * k_max)),  cfl = 0.5 by default,
 
 chosen once from u0 stays stable for the whole run (then shortened so it divides T exactly).
+
+Darcy flow (a 2-D field, the FNO paper's second benchmark), -div(a grad u) = 1 on the unit
+square with u = 0 on its boundary: the map is coefficient a(x, y) -> pressure u(x, y). The
+coefficient takes two values (3 and 12) where a 2-D Gaussian random field (the spectrum above,
+with |k| the length of the integer wave vector) is negative or not: blobs with sharp interfaces.
+Finite volumes on the n x n cell centres: a face between two cells carries the flux
+a_f (u_1 - u_2) / h with a_f the harmonic mean of the two coefficients (the exact flux of a
+coefficient that jumps at the face); a boundary face sees u = 0 at half a cell; one sparse
+direct solve per sample (scipy).
 """
 
 from __future__ import annotations
@@ -50,15 +59,18 @@ __all__ = [
     "solve_burgers",
     "make_heat",
     "make_burgers",
+    "gaussian_random_field_2d",
+    "solve_darcy",
+    "make_darcy",
 ]
 
 
 @dataclass(frozen=True, eq=False)
 class DenseTask:
-    """A dense regression task: inputs and targets share the grid, shapes (N, 1, L) float32."""
+    """A dense regression task: inputs and targets share the grid, shapes (N, 1, *grid) float32."""
 
-    x_train: np.ndarray  # (N_train, 1, L) initial condition u0
-    y_train: np.ndarray  # (N_train, 1, L) solution at t_final
+    x_train: np.ndarray  # (N_train, 1, L) initial condition u0 (Darcy: (N_train, 1, n, n) a)
+    y_train: np.ndarray  # (N_train, 1, L) solution at t_final (Darcy: (N_train, 1, n, n) u)
     x_test: np.ndarray  # (N_test, 1, L)
     y_test: np.ndarray  # (N_test, 1, L)
     meta: dict[str, Any] = field(default_factory=dict)
@@ -191,11 +203,102 @@ def solve_burgers(
     return u
 
 
+def gaussian_random_field_2d(
+    n: int,
+    grid: int,
+    rng: np.random.Generator,
+    alpha: float = 2.0,
+    tau: float = 3.0,
+) -> np.ndarray:
+    """Draw ``n`` zero-mean periodic 2-D fields, float64 (n, grid, grid): independent complex
+    normal Fourier coefficients with standard deviation (|k|^2 + tau^2)^(-alpha/2) for
+    0 < |k| <= grid // 3 (k the integer wave vector), zero elsewhere. Unit-free: Darcy only
+    thresholds it."""
+    _check_grid(grid)
+    if n < 1:
+        raise ConfigError(f"number of fields must be >= 1, got {n}")
+    kx = np.fft.fftfreq(grid, 1.0 / grid)[:, None]  # (grid, 1) integer wavenumbers
+    ky = _wavenumbers(grid)[None, :]  # (1, grid/2+1)
+    k2 = kx**2 + ky**2
+    std = np.where((k2 > 0) & (k2 <= (grid // 3) ** 2), (k2 + tau**2) ** (-alpha / 2.0), 0.0)
+    z = rng.standard_normal((n, *std.shape)) + 1j * rng.standard_normal((n, *std.shape))
+    return np.fft.irfft2(z * std, s=(grid, grid), axes=(-2, -1))  # (n, grid, grid)
+
+
+def solve_darcy(a: np.ndarray, forcing: float | np.ndarray = 1.0) -> np.ndarray:
+    """-div(a grad u) = forcing on the unit square, u = 0 on the boundary (module docstring).
+
+    a: (..., n, n) positive coefficient at the cell centres ((i + 1/2) h, (j + 1/2) h), h = 1/n;
+    forcing: a number or an (n, n) array at the same centres. Returns u, float64, shaped like a.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import spsolve
+
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim < 2 or a.shape[-1] != a.shape[-2] or a.shape[-1] < 2:
+        raise ConfigError(f"the Darcy coefficient must be (..., n, n) with n >= 2, got {a.shape}")
+    if not np.all(np.isfinite(a)) or np.any(a <= 0):
+        raise DataError("the Darcy coefficient must be finite and positive")
+    n = a.shape[-1]
+    h2 = 1.0 / n**2
+    f = np.broadcast_to(np.asarray(forcing, dtype=np.float64), (n, n)).ravel() * h2
+    idx = np.arange(n * n).reshape(n, n)
+    flat = a.reshape(-1, n, n)
+    u = np.empty_like(flat)
+    for s, c in enumerate(flat):
+        rows, cols, vals = [], [], []
+        for p, q, cp, cq in ((idx[:, :-1], idx[:, 1:], c[:, :-1], c[:, 1:]),  # faces along x
+                             (idx[:-1], idx[1:], c[:-1], c[1:])):  # faces along y
+            af = (2.0 * cp * cq / (cp + cq)).ravel()  # harmonic mean at the face
+            p, q = p.ravel(), q.ravel()
+            rows += [p, q, p, q]
+            cols += [p, q, q, p]
+            vals += [af, af, -af, -af]
+        # boundary faces: u = 0 half a cell away, so the flux is a_cell * u / (h / 2)
+        faces = np.zeros((n, n))
+        faces[0] += 1
+        faces[-1] += 1
+        faces[:, 0] += 1
+        faces[:, -1] += 1
+        rows.append(idx.ravel())
+        cols.append(idx.ravel())
+        vals.append((2.0 * c * faces).ravel())
+        matrix = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                            shape=(n * n, n * n)).tocsc()  # duplicates are summed
+        u[s] = spsolve(matrix, f).reshape(n, n)
+    return u.reshape(a.shape)
+
+
+def make_darcy(
+    n_train: int = 256,
+    n_test: int = 128,
+    grid: int = 32,
+    seed: int = 0,
+    alpha: float = 2.0,
+    tau: float = 3.0,
+    contrast: tuple[float, float] = (3.0, 12.0),
+) -> DenseTask:
+    """Darcy flow a -> u on an n x n grid (a 2-D dense task; module docstring): the coefficient
+    is ``contrast[1]`` where a Gaussian random field is >= 0 and ``contrast[0]`` elsewhere."""
+    _check_sizes(n_train, n_test)
+    low, high = (float(v) for v in contrast)
+    if not 0 < low < high:
+        raise ConfigError(f"contrast must be two values 0 < low < high, got {contrast}")
+    rng = np.random.default_rng(seed)
+    field_ = gaussian_random_field_2d(n_train + n_test, grid, rng, alpha, tau)
+    a = np.where(field_ >= 0, high, low)  # (N, n, n)
+    u = solve_darcy(a)
+    meta = dict(equation="darcy", grid=grid, seed=seed, alpha=alpha, tau=tau,
+                contrast=[low, high], domain="unit square, u = 0 on the boundary, forcing 1",
+                solver="cell-centred finite volumes, harmonic-mean faces, sparse direct solve")
+    return _split(a, u, n_train, meta)
+
+
 def _split(
     fields: np.ndarray, solved: np.ndarray, n_train: int, meta: dict[str, Any]
 ) -> DenseTask:
-    x = fields[:, None, :].astype(np.float32)  # (N, 1, L)
-    y = solved[:, None, :].astype(np.float32)  # (N, 1, L)
+    x = fields[:, None].astype(np.float32)  # (N, 1, *grid)
+    y = solved[:, None].astype(np.float32)  # (N, 1, *grid)
     return DenseTask(x[:n_train], y[:n_train], x[n_train:], y[n_train:], meta)
 
 
