@@ -77,6 +77,23 @@ def test_align_moves_only_the_embedder_and_lowers_the_distance(tiny_bodies, toy_
     assert all(p.requires_grad for p in model.body.parameters())  # flags restored for refine
 
 
+def test_target_features_of_a_whole_set_are_taken_chunk_by_chunk(tiny_bodies, monkeypatch):
+    """The align stage keeps the data on the CPU and moves one chunk at a time to the device:
+    chunked features (3 chunks, the last one short) equal the one-batch ones."""
+    from transmodal.align import stage
+
+    spec = ModelSpec(task="classification", n_outputs=2, in_channels=1, spatial=[48],
+                     body=tiny_bodies["bert"], max_tokens=16)
+    model = build_model(spec).eval()
+    monkeypatch.setattr(stage, "ALIGN_CHUNK", 4)
+    x = torch.randn(10, 1, 48)
+    with torch.no_grad():
+        whole = stage.target_features(model, x)  # (10, D)
+    chunked = stage.all_target_features(model, x, torch.device("cpu"))
+    assert chunked.shape == whole.shape
+    torch.testing.assert_close(chunked, whole)
+
+
 def test_fit_with_align_logs_and_plots(tiny_bodies, toy_series, tmp_path):
     x, y = toy_series
     run = transmodal.fit((x, y), out=tmp_path / "run", body=tiny_bodies["bert"], align="otdd",

@@ -31,6 +31,14 @@ def target_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.body.embed_tokens(tokens, model.embedder.grid).mean(1)
 
 
+@torch.no_grad()
+def all_target_features(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """:func:`target_features` of every sample of ``x`` (on the CPU), ``ALIGN_CHUNK`` samples
+    at a time on ``device``: (N, D) on the CPU."""
+    return torch.cat([target_features(model, x[i:i + ALIGN_CHUNK].to(device)).cpu()
+                      for i in range(0, len(x), ALIGN_CHUNK)])
+
+
 def _chunks(y: np.ndarray, size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Shuffled index chunks of about ``size``, each holding every class in proportion."""
     n_chunks = max(1, int(np.ceil(len(y) / size)))
@@ -54,9 +62,12 @@ class AlignStage(Stage):
                  cfg: FitConfig, accelerator: Any) -> None:
         self.model, self.aligner, self.method = model, aligner, cfg.align
         self.epochs = cfg.align_epochs
-        self.x_all = x  # (N, C, *spatial) on the device
+        # (N, C, *spatial) on the CPU: a step moves only its chunk to the device (a large
+        # data set would not fit beside the model on a GPU)
+        self.x_all = x
         self.labels = labels
-        self.y_all = torch.from_numpy(labels).to(x.device)
+        self.device = accelerator.device
+        self.y_all = torch.from_numpy(labels).to(self.device)
         embedder = accelerator.unwrap_model(model).embedder
         self.params = list(embedder.parameters())
         (lr,) = learning_rates(cfg, ("head_lr",))  # the embedder's rate
@@ -69,7 +80,7 @@ class AlignStage(Stage):
         return _chunks(self.labels, ALIGN_CHUNK, rng)
 
     def batch_loss(self, idx: np.ndarray) -> tuple[torch.Tensor, int]:
-        feats = target_features(self.model, self.x_all[idx])  # (b, D)
+        feats = target_features(self.model, self.x_all[idx].to(self.device))  # (b, D)
         return self.aligner.distance(feats, self.y_all[idx]), len(idx)
 
     def end_epoch(self, state: LoopState, losses: list[tuple[float, int]], skipped: int) -> EpochEnd:
@@ -101,21 +112,20 @@ def align(model: nn.Module, x: np.ndarray, labels: np.ndarray, cfg: FitConfig, b
     xs, ys = source_reference(inner.body, body_path, seed=cfg.seed)
     xs, ys = xs.to(device), ys.to(device)
     aligner = build_alignment(cfg.align, xs, ys, cfg)
-    xt_all = torch.from_numpy(x).to(device)
+    xt_all = torch.from_numpy(x)  # stays on the CPU (AlignStage)
     stage = AlignStage(inner, xt_all, labels, aligner, cfg, accelerator)
     body_flags = [(p, p.requires_grad) for p in inner.body.parameters()]
     for p, _ in body_flags:  # no gradient work for the body in this stage
         p.requires_grad_(False)
     state = start_state(stage, accelerator, resume)  # last: it puts back the RNG states
-    with torch.no_grad():  # "before" is only meaningful for a stage started from scratch
-        before = target_features(inner, xt_all).cpu() if state.epoch == 0 else None
+    # "before" is only meaningful for a stage started from scratch
+    before = all_target_features(inner, xt_all, device) if state.epoch == 0 else None
     callbacks = standard_callbacks(accelerator=accelerator, on_nan=cfg.on_nan,
                                    checkpointer=checkpointer, log=log, progress=progress,
                                    extra=callbacks)
     state = run_stage(stage, state, accelerator, callbacks)
     for p, flag in body_flags:
         p.requires_grad_(flag)
-    with torch.no_grad():
-        after = target_features(inner, xt_all).cpu()
+    after = all_target_features(inner, xt_all, device)
     return {"history": state.history, "before": before, "after": after,
             "source": xs.cpu(), "source_labels": ys.cpu(), "target_labels": labels}
