@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 import transmodal
+from transmodal.cli import main
+from transmodal.config import FitConfig
 from transmodal.errors import ConfigError, DataError
 
 FAST = dict(epochs=4, batch_size=8, progress=False, max_tokens=16)
@@ -76,6 +78,42 @@ def test_learning_rates_default_to_the_tasks_and_options_win(tiny_bodies, tmp_pa
              for n in ("dense", "class")}  # the rates the optimizer got: same schedule, 10x
     assert first["dense"]["lr"] == pytest.approx(10 * first["class"]["lr"])
     assert first["dense"]["head_lr"] == pytest.approx(10 * first["class"]["head_lr"])
+
+
+def test_dense_rel_l2_loss_is_the_score_in_the_targets_units():
+    """--dense-loss rel_l2 on standardised outputs equals the dense score (rel_l2) of the
+    decoded predictions, per batch and with sample weights (mean 1)."""
+    import torch
+
+    from transmodal.tasks import get_task, rel_l2
+
+    rng = np.random.default_rng(0)
+    y = (rng.normal(size=(6, 2, 8)) * np.array([3.0, 0.5])[:, None]
+         + np.array([2.0, -1.0])[:, None]).astype(np.float32)
+    pred = (y + rng.normal(size=y.shape) * 0.3).astype(np.float32)
+    task = get_task("dense")
+    task.configure(FitConfig(dense_loss="rel_l2"))
+    task.fit_targets(y, y)
+    out, target = torch.from_numpy(task.encode(pred)), torch.from_numpy(task.encode(y))
+    assert float(task.loss(out, target)) == pytest.approx(rel_l2(pred, y), rel=1e-5)
+    w = np.array([0.5, 1.5, 1.0, 2.0, 0.25, 0.75])
+    assert float(task.loss(out, target, torch.from_numpy(w))) == pytest.approx(
+        rel_l2(pred, y, sample_weight=w), rel=1e-5)
+    task.configure(FitConfig())  # the default: MSE on standardised targets
+    assert float(task.loss(out, target)) == pytest.approx(float(((out - target) ** 2).mean()), rel=1e-6)
+
+
+def test_a_fit_with_the_rel_l2_loss_logs_it_as_the_validation_score(tiny_bodies, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, 1, 32)).astype(np.float32)
+    transmodal.fit((x, np.cumsum(x[:, 0], axis=1)), body=tiny_bodies["bert"], out=tmp_path / "r",
+                   dense_loss="rel_l2", **{**FAST, "epochs": 2})
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "val_rel_l2" in r]
+    assert len(rows) == 2
+    for r in rows:  # the validation loss is the validation score (float32 vs float64)
+        assert r["val_loss"] == pytest.approx(r["val_rel_l2"], rel=1e-5)
+    assert main(["fit", "--data", "x.npz", "--dense-loss", "l1"]) == 2  # one line, exit 2
 
 
 def test_images_through_2d_embedder(tiny_bodies):

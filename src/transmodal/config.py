@@ -32,6 +32,7 @@ DECODE_CHOICES = ("constrained", "score", "free")
 EMBEDDER_CHOICES = ("patch", "overlap", "conv")
 HEAD_INIT_CHOICES = ("probe", "random")
 HEAD_NORM_CHOICES = ("batch", "none")
+DENSE_LOSS_CHOICES = ("mse", "rel_l2")  # tasks/dense.py
 # what a run written before an option existed did: its config.yaml lacks the key, and a resume
 # must rebuild that run, not today's default
 BEFORE_OPTION = {"head_norm": "none", "head_init": "random"}
@@ -115,6 +116,9 @@ class FitConfig:
                             "pretrained features share one large mean direction) or none; "
                             "--head generate: the same for the body's tokens before the BERT "
                             "decoder's new cross-attention", choices="|".join(HEAD_NORM_CHOICES))
+    dense_loss: str = option("mse", "dense tasks' training loss: mse (on standardised targets) "
+                             "or rel_l2 (each sample's relative L2 error in the targets' units, "
+                             "what the dense score averages)", choices="|".join(DENSE_LOSS_CHOICES))
     grad_clip: float = option(1.0, "gradient norm clipping; 0 = off")
     patience: int = option(30, "early stopping on the validation metric, in epochs; 0 = off")
     val_fraction: float = option(0.2, "share of training data held out for validation")
@@ -236,6 +240,7 @@ class FitConfig:
         _choice("schedule", self.schedule, SCHEDULE_CHOICES)
         _choice("head_init", self.head_init, HEAD_INIT_CHOICES)
         _choice("head_norm", self.head_norm, HEAD_NORM_CHOICES)
+        _choice("dense_loss", self.dense_loss, DENSE_LOSS_CHOICES)
         self._check_text_options()
         self._check_member_options()
         self._check_task_list()

@@ -9,7 +9,7 @@ import torch
 
 from ..errors import DataError
 from . import register_task
-from .base import Task, mse
+from .base import Task, mse, weighted_mean
 
 
 def rel_l2(pred: Any, true: Any, sample_weight: Any = None) -> float:
@@ -51,6 +51,10 @@ class Dense(Task):
         self.y_std = list(y_std or [])
         self.y_shape = list(y_shape or [])  # per-sample target shape: (*spatial) or (K, *spatial)
         self.spatial_ndim = int(spatial_ndim)  # 1 for series, 2 for images
+        self.loss_kind = "mse"  # --dense-loss (training only: a loaded model needs no loss)
+
+    def configure(self, cfg: Any) -> None:
+        self.loss_kind = cfg.dense_loss
 
     def matches(self, x: np.ndarray, y: np.ndarray) -> bool:
         spatial = x.shape[2:]
@@ -116,7 +120,23 @@ class Dense(Task):
 
     def loss(self, out: torch.Tensor, target: torch.Tensor,
              weight: torch.Tensor | None = None) -> torch.Tensor:
-        return mse(out, target, weight)
+        if self.loss_kind == "mse":
+            return mse(out, target, weight)
+        return self.rel_l2_loss(out, target, weight)
+
+    def rel_l2_loss(self, out: torch.Tensor, target: torch.Tensor,
+                    weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Batch mean of each sample's relative L2 error in the targets' own units (what
+        :func:`rel_l2` scores; neural-operator training uses the same), on standardised
+        ``out`` and ``target`` (B, K, *spatial): MSE on standardised targets weighs a sample by
+        its energy, this by its relative error."""
+        shape = (1, -1) + (1,) * (out.ndim - 2)
+        std = torch.tensor(self.y_std, dtype=torch.float32, device=out.device).reshape(shape)
+        mean = torch.tensor(self.y_mean, dtype=torch.float32, device=out.device).reshape(shape)
+        error = ((out.float() - target) * std).flatten(1).norm(dim=1)  # (B,)
+        size = (target * std + mean).flatten(1).norm(dim=1)  # (B,) never 0: check_targets
+        per_sample = error / size
+        return per_sample.mean() if weight is None else weighted_mean(per_sample, weight)
 
     def score(self, y_true: np.ndarray, y_pred: np.ndarray,
               sample_weight: np.ndarray | None = None) -> dict[str, float]:
