@@ -71,6 +71,7 @@ def test_learning_rates_default_to_the_tasks_and_options_win(tiny_bodies, tmp_pa
     for name, (data, opts) in runs.items():
         transmodal.fit(data, body=tiny_bodies["bert"], out=tmp_path / name, **{**FAST, "epochs": 1}, **opts)
     rates = {n: yaml.safe_load((tmp_path / n / "config.yaml").read_text()) for n in runs}
+    assert all(rates[n]["max_tokens"] == 16 for n in runs)  # an explicit cap wins
     assert (rates["dense"]["lr"], rates["dense"]["head_lr"]) == (1e-3, 1e-2)
     assert (rates["class"]["lr"], rates["class"]["head_lr"]) == (1e-4, 1e-3)
     assert (rates["dense_lr"]["lr"], rates["dense_lr"]["head_lr"]) == (5e-4, 1e-2)
@@ -78,6 +79,28 @@ def test_learning_rates_default_to_the_tasks_and_options_win(tiny_bodies, tmp_pa
              for n in ("dense", "class")}  # the rates the optimizer got: same schedule, 10x
     assert first["dense"]["lr"] == pytest.approx(10 * first["class"]["lr"])
     assert first["dense"]["head_lr"] == pytest.approx(10 * first["class"]["head_lr"])
+
+
+def test_token_cap_defaults_to_the_tasks_and_dense_tokens_hold_4_points(tiny_bodies, tmp_path):
+    """--max-tokens unset: 64, and for dense tasks at most one token per 4 grid points (a
+    2-point token underfits; README), recorded in config.yaml and used by the embedder."""
+    import yaml
+
+    from transmodal.tasks import get_task
+
+    dense, classify = get_task("dense"), get_task("classification")
+    assert dense.with_defaults(FitConfig(), (128,)).max_tokens == 32
+    assert dense.with_defaults(FitConfig(), (1000,)).max_tokens == 64  # never above 64
+    assert dense.with_defaults(FitConfig(), (32, 32)).max_tokens == 64  # 16 points per token
+    assert dense.with_defaults(FitConfig(), (3,)).max_tokens == 1
+    assert dense.with_defaults(FitConfig(max_tokens=48), (128,)).max_tokens == 48
+    assert classify.with_defaults(FitConfig(), (128,)).max_tokens == 64
+    x = np.random.default_rng(0).normal(size=(24, 1, 32)).astype(np.float32)
+    fast = {k: v for k, v in FAST.items() if k != "max_tokens"}
+    run = transmodal.fit((x, np.cumsum(x[:, 0], axis=1)), body=tiny_bodies["bert"], out=tmp_path / "r",
+                         **{**fast, "epochs": 1})
+    assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["max_tokens"] == 8
+    assert run.model.embedder.patch == (4,) and run.summary["max_tokens"] == 8
 
 
 def test_dense_rel_l2_loss_is_the_score_in_the_targets_units():

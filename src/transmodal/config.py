@@ -123,7 +123,9 @@ class FitConfig:
     patience: int = option(30, "early stopping on the validation metric, in epochs; 0 = off")
     val_fraction: float = option(0.2, "share of training data held out for validation")
     # CPU speed falls fast beyond 64 tokens (DESIGN.md)
-    max_tokens: int = option(64, "token sequence cap (also capped at the body's limit)")
+    max_tokens: int | None = option(None, "token sequence cap (also capped at the body's "
+                                    "limit); default 64, dense tasks at most one token per 4 "
+                                    "grid points (32 on 128 points)")
     # 0 is ~20% faster per step and lost nothing we measured
     attention_dropout: float = option(0.0, "attention dropout of the body")
     dropout: float | None = option(None, "dropout of the body's layers while training (hidden "
@@ -264,7 +266,7 @@ class FitConfig:
             )
         for name in ("epochs", "batch_size", "max_tokens", "lora_r", "lora_alpha",
                      "n_pseudo_labels"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
         if int(self.checkpoint_every) < 0:
             raise ConfigError("--checkpoint-every must be >= 0 (0: automatic)")

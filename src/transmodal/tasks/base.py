@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, ContextManager
+from typing import Any, ClassVar, ContextManager, Sequence
 
 import numpy as np
 import torch
@@ -37,18 +37,27 @@ class Task(ABC):
     augment_targets: ClassVar[str] = "values"
     # (body, embedder and head) learning rates when --lr / --head-lr are not given
     learning_rates: ClassVar[tuple[float, float]] = (1e-4, 1e-3)
+    # the token cap when --max-tokens is not given (CPU speed falls fast beyond 64, DESIGN.md)
+    max_tokens: ClassVar[int] = 64
 
     def configure(self, cfg: Any) -> None:
         """Read the task's own fit options (e.g. the texts of a contrastive task)."""
 
-    def with_defaults(self, cfg: Any) -> Any:
-        """``cfg`` with the options left to the task filled in (the learning rates): what
-        config.yaml records and every stage reads."""
+    def with_defaults(self, cfg: Any, spatial: Sequence[int] | None = None) -> Any:
+        """``cfg`` with the options left to the task filled in (the learning rates and the
+        token cap, for inputs on the grid ``spatial``): what config.yaml records and every
+        stage reads."""
         import dataclasses
 
         body, head = self.learning_rates
-        return dataclasses.replace(cfg, lr=body if cfg.lr is None else cfg.lr,
-                                   head_lr=head if cfg.head_lr is None else cfg.head_lr)
+        return dataclasses.replace(
+            cfg, lr=body if cfg.lr is None else cfg.lr,
+            head_lr=head if cfg.head_lr is None else cfg.head_lr,
+            max_tokens=self.token_cap(spatial) if cfg.max_tokens is None else cfg.max_tokens)
+
+    def token_cap(self, spatial: Sequence[int] | None) -> int:
+        """The default token cap for inputs on the grid ``spatial`` (None: not known yet)."""
+        return self.max_tokens
 
     def check_head(self, head: str) -> None:
         """``--head``: ``linear`` is the task's own head; a task that can take another (the
