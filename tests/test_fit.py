@@ -122,15 +122,16 @@ def test_dense_rel_l2_loss_is_the_score_in_the_targets_units():
     w = np.array([0.5, 1.5, 1.0, 2.0, 0.25, 0.75])
     assert float(task.loss(out, target, torch.from_numpy(w))) == pytest.approx(
         rel_l2(pred, y, sample_weight=w), rel=1e-5)
-    task.configure(FitConfig())  # the default: MSE on standardised targets
+    task.configure(FitConfig(dense_loss="mse"))  # MSE on standardised targets
     assert float(task.loss(out, target)) == pytest.approx(float(((out - target) ** 2).mean()), rel=1e-6)
+    assert FitConfig().dense_loss == "rel_l2"  # the default
 
 
 def test_a_fit_with_the_rel_l2_loss_logs_it_as_the_validation_score(tiny_bodies, tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(24, 1, 32)).astype(np.float32)
     transmodal.fit((x, np.cumsum(x[:, 0], axis=1)), body=tiny_bodies["bert"], out=tmp_path / "r",
-                   dense_loss="rel_l2", **{**FAST, "epochs": 2})
+                   **{**FAST, "epochs": 2})  # the default loss
     rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "val_rel_l2" in r]
     assert len(rows) == 2

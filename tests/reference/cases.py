@@ -84,21 +84,22 @@ def datasets() -> dict[str, dict[str, np.ndarray]]:
             "image_dense": split(xi, yid.astype(np.float32))}
 
 
-# the dense cases' learning rates when they were recorded (dense tasks now default to 10x)
-RECORDED_DENSE_LR = dict(lr=1e-4, head_lr=1e-3)
+# the dense cases' options when they were recorded (dense tasks now default to 10x the learning
+# rates and to the relative L2 loss)
+RECORDED_DENSE = dict(lr=1e-4, head_lr=1e-3, dense_loss="mse")
 # name -> (body, data, options)
 CASES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "bert-class-full": ("bert", "series_class", {}),
     "bert-class-lora-otdd": ("bert", "series_class", dict(tune="lora", align="otdd", align_epochs=2)),
     "bert-class-scratch": ("bert", "series_class", dict(tune="scratch")),
     "bert-reg-layernorm-mmd": ("bert", "series_reg", dict(tune="layernorm", align="mmd", align_epochs=2)),
-    "bert-dense-hybrid-l2": ("bert", "series_dense", dict(tune="hybrid:1", align="l2", align_epochs=2, **RECORDED_DENSE_LR)),
+    "bert-dense-hybrid-l2": ("bert", "series_dense", dict(tune="hybrid:1", align="l2", align_epochs=2, **RECORDED_DENSE)),
     "bert-class-frozen-skip": ("bert", "series_class", dict(tune="frozen", on_nan="skip", schedule="constant")),
     "vit-class-full-otdd": ("vit", "image_class", dict(align="otdd", align_epochs=2)),
-    "vit-dense-frozen": ("vit", "image_dense", dict(tune="frozen", **RECORDED_DENSE_LR)),
+    "vit-dense-frozen": ("vit", "image_dense", dict(tune="frozen", **RECORDED_DENSE)),
     "vit-reg-lora": ("vit", "image_reg", dict(tune="lora")),
     "swin-class-hybrid": ("swin", "image_class", dict(tune="hybrid:1")),
-    "swin-dense-full": ("swin", "image_dense", dict(RECORDED_DENSE_LR)),
+    "swin-dense-full": ("swin", "image_dense", dict(RECORDED_DENSE)),
     "cnn-class-full": ("efficientnet-lite0", "image_class", dict(image_size=32)),
     "cnn-reg-layernorm": ("efficientnet-lite0", "image_reg", dict(tune="layernorm", image_size=32)),
     "cnn-class-lora-augment": ("efficientnet-lite0", "image_class", dict(tune="lora", image_size=32, augment=True)),

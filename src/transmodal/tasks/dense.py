@@ -62,7 +62,7 @@ class Dense(Task):
         self.y_std = list(y_std or [])
         self.y_shape = list(y_shape or [])  # per-sample target shape: (*spatial) or (K, *spatial)
         self.spatial_ndim = int(spatial_ndim)  # 1 for series, 2 for images
-        self.loss_kind = "mse"  # --dense-loss (training only: a loaded model needs no loss)
+        self.loss_kind = "rel_l2"  # --dense-loss (training only: a loaded model needs no loss)
 
     def configure(self, cfg: Any) -> None:
         self.loss_kind = cfg.dense_loss
