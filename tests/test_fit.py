@@ -140,6 +140,30 @@ def test_a_fit_with_the_rel_l2_loss_logs_it_as_the_validation_score(tiny_bodies,
     assert main(["fit", "--data", "x.npz", "--dense-loss", "l1"]) == 2  # one line, exit 2
 
 
+def test_a_dense_run_written_before_the_loss_option_resumes_with_mse(tiny_bodies, tmp_path,
+                                                                     monkeypatch):
+    """config.yaml files written before --dense-loss existed lack the key: their runs trained on
+    MSE, so a resume keeps MSE (today's default is rel_l2)."""
+    import yaml
+
+    from transmodal.run.checkpoint import Checkpointer
+    from transmodal.run.fit import resume_config
+
+    x = np.random.default_rng(0).normal(size=(24, 1, 32)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.cumsum(x[:, 0], axis=1))
+    run = tmp_path / "r"
+    transmodal.fit(str(tmp_path / "d.npz"), body=tiny_bodies["bert"], out=run, **{**FAST, "epochs": 1})
+    (run / "summary.json").unlink()  # as if stopped after a checkpoint (only the config is read)
+    monkeypatch.setattr(Checkpointer, "load", lambda self: {"stage": "refine"})
+    cfg, _ = resume_config(run, None, None, None, False, {})
+    assert cfg.dense_loss == "rel_l2"  # recorded: kept
+    stored = yaml.safe_load((run / "config.yaml").read_text())
+    del stored["dense_loss"]
+    (run / "config.yaml").write_text(yaml.safe_dump(stored))
+    cfg, _ = resume_config(run, None, None, None, False, {})
+    assert cfg.dense_loss == "mse"
+
+
 def test_images_through_2d_embedder(tiny_bodies):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(20, 1, 10, 10)).astype(np.float32)

@@ -35,7 +35,7 @@ HEAD_NORM_CHOICES = ("batch", "none")
 DENSE_LOSS_CHOICES = ("mse", "rel_l2")  # tasks/dense.py
 # what a run written before an option existed did: its config.yaml lacks the key, and a resume
 # must rebuild that run, not today's default
-BEFORE_OPTION = {"head_norm": "none", "head_init": "random"}
+BEFORE_OPTION = {"head_norm": "none", "head_init": "random", "dense_loss": "mse"}
 
 
 def parse_tune(tune: str) -> tuple[str, int | None]:
