@@ -91,6 +91,12 @@ def _check_grid(grid: int) -> None:
         raise ConfigError(f"grid must be an even integer >= 8, got {grid!r}")
 
 
+def _check_fields(n: int, grid: int) -> None:
+    _check_grid(grid)
+    if n < 1:
+        raise ConfigError(f"number of fields must be >= 1, got {n}")
+
+
 def _wavenumbers(grid: int) -> np.ndarray:
     """Non-negative integer wavenumbers of a real FFT of length ``grid`` on [0, 2*pi)."""
     return np.arange(grid // 2 + 1, dtype=np.float64)  # (L/2+1,)
@@ -108,9 +114,7 @@ def gaussian_random_field(
 
     Returns float64 (n, grid). The expected RMS of each field is ``amplitude``.
     """
-    _check_grid(grid)
-    if n < 1:
-        raise ConfigError(f"number of fields must be >= 1, got {n}")
+    _check_fields(n, grid)
     k = _wavenumbers(grid)
     kmax = grid // 3
     std = np.zeros_like(k)
@@ -214,9 +218,7 @@ def gaussian_random_field_2d(
     normal Fourier coefficients with standard deviation (|k|^2 + tau^2)^(-alpha/2) for
     0 < |k| <= grid // 3 (k the integer wave vector), zero elsewhere. Unit-free: Darcy only
     thresholds it."""
-    _check_grid(grid)
-    if n < 1:
-        raise ConfigError(f"number of fields must be >= 1, got {n}")
+    _check_fields(n, grid)
     kx = np.fft.fftfreq(grid, 1.0 / grid)[:, None]  # (grid, 1) integer wavenumbers
     ky = _wavenumbers(grid)[None, :]  # (1, grid/2+1)
     k2 = kx**2 + ky**2
@@ -242,28 +244,28 @@ def solve_darcy(a: np.ndarray, forcing: float | np.ndarray = 1.0) -> np.ndarray:
     n = a.shape[-1]
     h2 = 1.0 / n**2
     f = np.broadcast_to(np.asarray(forcing, dtype=np.float64), (n, n)).ravel() * h2
+    # the matrix pattern is the same for every sample: each interior face (p, q) adds its
+    # coefficient at (p, p), (q, q) and its negative at (p, q), (q, p); each cell's diagonal
+    # also gets 2 a_cell per boundary face (u = 0 half a cell away: flux a_cell * u / (h / 2))
     idx = np.arange(n * n).reshape(n, n)
+    faces = [(idx[:, :-1].ravel(), idx[:, 1:].ravel()), (idx[:-1].ravel(), idx[1:].ravel())]
+    boundary = np.zeros((n, n))
+    boundary[0] += 1
+    boundary[-1] += 1
+    boundary[:, 0] += 1
+    boundary[:, -1] += 1
+    rows = np.concatenate([r for p, q in faces for r in (p, q, p, q)] + [idx.ravel()])
+    cols = np.concatenate([c for p, q in faces for c in (p, q, q, p)] + [idx.ravel()])
     flat = a.reshape(-1, n, n)
     u = np.empty_like(flat)
     for s, c in enumerate(flat):
-        rows, cols, vals = [], [], []
-        for p, q, cp, cq in ((idx[:, :-1], idx[:, 1:], c[:, :-1], c[:, 1:]),  # faces along x
-                             (idx[:-1], idx[1:], c[:-1], c[1:])):  # faces along y
-            af = (2.0 * cp * cq / (cp + cq)).ravel()  # harmonic mean at the face
-            p, q = p.ravel(), q.ravel()
-            rows += [p, q, p, q]
-            cols += [p, q, q, p]
+        vals = []
+        for p, q in faces:
+            cp, cq = c.ravel()[p], c.ravel()[q]
+            af = 2.0 * cp * cq / (cp + cq)  # harmonic mean at the face
             vals += [af, af, -af, -af]
-        # boundary faces: u = 0 half a cell away, so the flux is a_cell * u / (h / 2)
-        faces = np.zeros((n, n))
-        faces[0] += 1
-        faces[-1] += 1
-        faces[:, 0] += 1
-        faces[:, -1] += 1
-        rows.append(idx.ravel())
-        cols.append(idx.ravel())
-        vals.append((2.0 * c * faces).ravel())
-        matrix = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        vals.append((2.0 * c * boundary).ravel())
+        matrix = coo_matrix((np.concatenate(vals), (rows, cols)),
                             shape=(n * n, n * n)).tocsc()  # duplicates are summed
         u[s] = spsolve(matrix, f).reshape(n, n)
     return u.reshape(a.shape)

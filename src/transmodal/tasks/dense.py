@@ -34,6 +34,11 @@ def rel_l2(pred: Any, true: Any, sample_weight: Any = None) -> float:
     return float(np.mean(errors) if sample_weight is None else np.average(errors, weights=sample_weight))
 
 
+def _channel_shape(ndim: int) -> tuple[int, ...]:
+    """Shape that broadcasts one value per channel over (N, K, *spatial) of rank ``ndim``."""
+    return (1, -1) + (1,) * (ndim - 2)
+
+
 @register_task
 class Dense(Task):
     name = "dense"
@@ -119,13 +124,13 @@ class Dense(Task):
 
     def encode(self, y: np.ndarray) -> np.ndarray:
         yc = self._channels_first(y.astype(np.float64))
-        shape = (1, -1) + (1,) * (yc.ndim - 2)
+        shape = _channel_shape(yc.ndim)
         mean = np.asarray(self.y_mean).reshape(shape)
         std = np.asarray(self.y_std).reshape(shape)
         return ((yc - mean) / std).astype(np.float32)
 
     def decode(self, raw: np.ndarray) -> np.ndarray:
-        shape = (1, -1) + (1,) * (raw.ndim - 2)
+        shape = _channel_shape(raw.ndim)
         y = raw * np.asarray(self.y_std).reshape(shape) + np.asarray(self.y_mean).reshape(shape)
         return y.reshape((len(y), *self.y_shape)) if self.y_shape else y
 
@@ -141,7 +146,7 @@ class Dense(Task):
         :func:`rel_l2` scores; neural-operator training uses the same), on standardised
         ``out`` and ``target`` (B, K, *spatial): MSE on standardised targets weighs a sample by
         its energy, this by its relative error."""
-        shape = (1, -1) + (1,) * (out.ndim - 2)
+        shape = _channel_shape(out.ndim)
         std = torch.tensor(self.y_std, dtype=torch.float32, device=out.device).reshape(shape)
         mean = torch.tensor(self.y_mean, dtype=torch.float32, device=out.device).reshape(shape)
         error = ((out.float() - target) * std).flatten(1).norm(dim=1)  # (B,)
