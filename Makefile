@@ -9,10 +9,12 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: install demo test test-slow bench clean
 
+# --no-cache-dir: the venv alone is ~2.1 GB; pip's wheel cache would hold a second copy of every
+# download, and a CI machine once ran out of disk during this step.
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e '.[offline,test]'
+	$(PY) -m pip install --quiet --no-cache-dir "$(TORCH)"
+	$(PY) -m pip install --quiet --no-cache-dir -e '.[offline,test]'
 	touch $(STAMP)
 
 install: $(STAMP)
