@@ -174,6 +174,16 @@ def test_dense_report_shows_examples(tiny_bodies, tmp_path):
     assert run.summary["task"] == "dense"
 
 
+def test_reproduce_lists_a_dense_token_cap_only_when_it_is_not_the_grids_default(tmp_path):
+    from transmodal.report import reproduce_command
+
+    # a dense run on 128 points got the task's cap for that grid (one token per 4 points: 32)
+    config = {"data": "burgers.npz", "task": "dense", "max_tokens": 32, "epochs": 60}
+    assert "--max-tokens" not in reproduce_command(tmp_path, config, (128,))[0]
+    # the same cap on a 32 x 32 grid (default 64) was the user's choice: the command keeps it
+    assert "--max-tokens 32" in reproduce_command(tmp_path, config, (32, 32))[0]
+
+
 @pytest.mark.slow
 def test_report_renders_in_a_headless_browser(clf_run, tmp_path):
     """Chromium loads the page from disk with the network off: the screenshot is not blank and

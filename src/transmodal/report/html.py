@@ -18,7 +18,7 @@ import os
 import shlex
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -57,7 +57,7 @@ def write_report(run_dir: str | Path, data: Any = None, *, run: Any = None,
                              summary.get("best_epoch"))
     parts = [
         _section("Task and data", _task_table(summary, config, run)),
-        _section("Reproduce", _reproduce(folder.path, config)),
+        _section("Reproduce", _reproduce(folder.path, config, run.preprocessor.input_shape[1:])),
         _section("Scores", _scores(summary)),
         _section("Learning curves", _file_img(curves, "learning curves")
                  + f"<p>Chosen epoch (best validation {html.escape(str(run.preprocessor.target.primary[0]))}): "
@@ -260,15 +260,19 @@ def _task_table(summary: dict[str, Any], config: dict[str, Any], run: Any) -> st
     return _table(["", ""], rows, show_header=False)
 
 
-def reproduce_command(run_dir: Path, config: dict[str, Any]) -> list[str]:
+def reproduce_command(run_dir: Path, config: dict[str, Any],
+                      spatial: Sequence[int] | None = None) -> list[str]:
     """The command lines that re-run this fit, from config.yaml: the explicit options that
-    differ from the defaults, and the config file itself."""
+    differ from the defaults, and the config file itself.
+
+    ``spatial``: the input grid the run was fitted on (the stored input shape without its
+    channels), which the task's default token cap depends on (dense tasks)."""
     from ..config import FitConfig
     from ..tasks import get_task, task_names
 
     defaults = FitConfig(align=config.get("align", "none"))  # align_epochs resolved too
-    if config.get("task") in task_names():  # and the task's own defaults (learning rates)
-        defaults = get_task(config["task"]).with_defaults(defaults)
+    if config.get("task") in task_names():  # and the task's own (learning rates, token cap)
+        defaults = get_task(config["task"]).with_defaults(defaults, spatial)
     defaults = defaults.to_dict()
     new_out = f"{run_dir}-again"
     data = str(config.get("data"))
@@ -290,8 +294,8 @@ def reproduce_command(run_dir: Path, config: dict[str, Any]) -> list[str]:
                                              str(run_dir / "config.yaml"), "--out", new_out])]
 
 
-def _reproduce(run_dir: Path, config: dict[str, Any]) -> str:
-    lines = reproduce_command(run_dir, config)
+def _reproduce(run_dir: Path, config: dict[str, Any], spatial: Sequence[int]) -> str:
+    lines = reproduce_command(run_dir, config, spatial)
     return "".join(f"<pre class='cmd'>{html.escape(line)}</pre>" for line in lines)
 
 
