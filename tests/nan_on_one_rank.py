@@ -1,6 +1,8 @@
 """A torchrun target for tests/test_distributed.py (not a test module): ``transmodal fit`` whose
 refine loss becomes NaN on rank 1 only, at its training batch number $NAN_AT (from 1); every
-rank saves the model it trained to $WEIGHTS_OUT/rank{R}.pt (the run folder holds rank 0's)."""
+rank saves the model it trained to $WEIGHTS_OUT/rank{R}.pt (the run folder holds rank 0's) and
+the exit code it chose to $WEIGHTS_OUT/exit{R}.txt (torchrun's summary may show a rank stopped
+by its SIGTERM instead, when the other rank exited first)."""
 
 import importlib
 import os
@@ -32,4 +34,7 @@ def train(self, *args, **kw):
 
 
 RefineStage.batch_loss, trainer.MemberTrainer.train = batch_loss, train
-sys.exit(main())
+code = main()
+with open(os.path.join(OUT, f"exit{RANK}.txt"), "w") as f:
+    f.write(str(code))
+sys.exit(code)
