@@ -7,8 +7,6 @@ See ``tests/reference/cases.py`` for the cases and how to re-record them on purp
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -22,9 +20,8 @@ sys.path.insert(0, str(REF))
 
 import cases  # noqa: E402
 
-RECORDED = json.loads(cases.OUTPUTS.read_text())
+RECORDED, EXPECTED = cases.recorded()  # this kind of CPU's record (cases.platform())
 LEGACY = REF / "legacy"
-EXPECTED = json.loads((LEGACY / "expected.json").read_text())
 
 
 def _same_versions() -> str:
@@ -46,7 +43,9 @@ def reference_env(tmp_path_factory):
 def test_fit_outputs_are_bit_identical_to_the_recorded_ones(name, reference_env, tmp_path):
     bodies, data = reference_env
     got = cases.run_case(name, bodies, data, tmp_path)
-    assert got == RECORDED["cases"][name]
+    assert got == RECORDED["cases"][name], (
+        f"on {cases.platform()}: if this kind of CPU has no record in tests/reference/platforms.json, "
+        "record one (tests/reference/cases.py) with the code of a commit that matched a recorded CPU")
 
 
 def test_every_recorded_case_is_still_run():
@@ -72,12 +71,6 @@ def test_checkpoint_from_before_the_refactor_resumes_to_the_same_weights(tmp_pat
     if _same_versions():
         pytest.skip("bit-identical resume is recorded for one set of library versions")
     run = tmp_path / "unfinished"
-    shutil.copytree(LEGACY / "unfinished", run)
-    config = (run / "config.yaml").read_text().splitlines()
-    config = [f"body: {LEGACY.resolve() / 'body'}" if line.startswith("body:") else line
-              for line in config]
-    (run / "config.yaml").write_text("\n".join(config) + "\n")
-    series = dict(np.load(LEGACY / "data.npz"))
-    resumed = transmodal.fit(series, resume=run, progress=False)
+    resumed = cases.resume_legacy(run)
     assert cases.weights_sha256(run / "model") == EXPECTED["resumed_weights_sha256"]
     assert resumed.summary["metrics"]["test"] == EXPECTED["resumed_test"]

@@ -5,11 +5,17 @@ validation and test scores and a SHA-256 of every saved weight (names, shapes, b
 recorded outputs live in ``outputs.json`` beside this file; ``tests/test_reference_outputs.py``
 re-runs the cases and compares them bit for bit.
 
-Re-record only on purpose (a change that is *meant* to change results), from the repository root:
+Re-record only on purpose (a change that is *meant* to change results), or on a kind of CPU that
+has no record yet (with the code of a commit whose outputs matched a recorded CPU), from the
+repository root:
 
     OMP_NUM_THREADS=1 .venv/bin/python tests/reference/cases.py --write
 
-Bit-identity holds for one set of library versions and one thread count; the file records both.
+Bit-identity holds for one set of library versions, one thread count and one kind of CPU (two
+Xeons of other generations differ in the last bit of some outputs: other kernel paths). The
+first record, ``outputs.json`` and ``legacy/expected.json``, was made on a CPU that was not noted
+then; ``platforms.json`` holds one record per CPU noted since (``platform()``), outputs and
+legacy expectations together, and a CPU found there uses its own record.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import numpy as np
 
 HERE = Path(__file__).parent
 OUTPUTS = HERE / "outputs.json"
+PLATFORMS = HERE / "platforms.json"
+LEGACY = HERE / "legacy"
 FAST = dict(epochs=3, batch_size=8, max_tokens=16, progress=False, seed=0)
 
 
@@ -35,6 +43,63 @@ def versions() -> dict[str, str]:
 
     return {"torch": torch.__version__, "transformers": transformers.__version__,
             "peft": peft.__version__, "numpy": np.__version__}
+
+
+def platform() -> str:
+    """The kind of CPU: vendor, family and model (Linux /proc/cpuinfo), and torch's vector
+    instruction level."""
+    import platform as host
+
+    import torch
+
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    cpu = " ".join(f"{k} {info[k]}" for k in ("vendor_id", "cpu family", "model") if k in info)
+    return f"{host.machine()} {cpu or host.processor()}, torch {torch.backends.cpu.get_cpu_capability()}"
+
+
+def recorded() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(outputs record, legacy expectations) for this kind of CPU: its own record in
+    ``platforms.json``, else the first one (made on a CPU not noted then)."""
+    own = json.loads(PLATFORMS.read_text()).get(platform()) if PLATFORMS.exists() else None
+    if own is not None:
+        return own, own["legacy"]
+    return json.loads(OUTPUTS.read_text()), json.loads((LEGACY / "expected.json").read_text())
+
+
+def resume_legacy(run: Path) -> Any:
+    """Resume a copy of ``legacy/unfinished`` (a checkpoint written before the refactor) in
+    ``run``, with its body path made absolute; the finished Run."""
+    import shutil
+
+    import transmodal
+
+    shutil.copytree(LEGACY / "unfinished", run)
+    config = (run / "config.yaml").read_text().splitlines()
+    config = [f"body: {LEGACY.resolve() / 'body'}" if line.startswith("body:") else line
+              for line in config]
+    (run / "config.yaml").write_text("\n".join(config) + "\n")
+    series = dict(np.load(LEGACY / "data.npz"))
+    return transmodal.fit(series, resume=run, progress=False)
+
+
+def legacy_expectations(tmp: Path) -> dict[str, Any]:
+    """What the legacy run files give with this code on this CPU (``legacy/expected.json``'s
+    keys)."""
+    import transmodal
+
+    series = np.load(LEGACY / "data.npz")
+    images = datasets()["image_class"]
+    resumed = resume_legacy(tmp / "unfinished")
+    return {"finished_proba": transmodal.load(LEGACY / "finished").predict_proba(series["x_test"]).tolist(),
+            "cnn_lora_proba": transmodal.load(LEGACY / "cnn_lora").predict_proba(images["x_test"]).tolist(),
+            "resumed_weights_sha256": weights_sha256(tmp / "unfinished" / "model"),
+            "resumed_test": resumed.summary["metrics"]["test"]}
 
 
 def tiny_bodies(root: Path) -> dict[str, str]:
@@ -152,13 +217,15 @@ def main(argv: list[str]) -> int:
         bodies = tiny_bodies(Path(tmp) / "bodies")
         data = datasets()
         results = {name: run_case(name, bodies, data, Path(tmp) / "runs") for name in all_names()}
-    record = {"versions": versions(), "threads": 1, "cases": results}
-    text = json.dumps(record, indent=1, sort_keys=True)
+        legacy = legacy_expectations(Path(tmp))
+    record = {"versions": versions(), "threads": 1, "cases": results, "legacy": legacy}
     if "--write" in argv:
-        OUTPUTS.write_text(text + "\n")
-        print(f"wrote {OUTPUTS}")
+        records = json.loads(PLATFORMS.read_text()) if PLATFORMS.exists() else {}
+        records[platform()] = record
+        PLATFORMS.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
+        print(f"wrote the record of {platform()} into {PLATFORMS}")
     else:
-        print(text)
+        print(json.dumps(record, indent=1, sort_keys=True))
     return 0
 
 
