@@ -118,3 +118,68 @@ def test_feature_norm_takes_a_batch_of_one_in_training():
 def test_bad_values_are_refused(opts, msg):
     with pytest.raises(ConfigError, match=msg):
         transmodal.FitConfig(**opts)
+
+
+def test_dropout_takes_a_number_or_body_and_refuses_the_rest_in_one_line():
+    from transmodal.cli import main
+    from transmodal.config import FitConfig
+
+    assert FitConfig(dropout="0.2").dropout == 0.2  # text from the command line or YAML
+    assert FitConfig(dropout="body").dropout == "body" and FitConfig(dropout=0).dropout == 0
+    for bad, msg in [("abc", "must be a number or body"), (1.5, r"in \[0, 1\) or body")]:
+        with pytest.raises(ConfigError, match=msg):
+            FitConfig(dropout=bad)
+    assert main(["fit", "--data", "x.npz", "--dropout", "none"]) == 2
+
+
+def test_the_task_chooses_the_dropout_a_run_records(tiny_bodies, toy_series, tmp_path):
+    """Unset --dropout is the task's default, written concretely to config.yaml; body keeps the
+    body's own layers; a number sets them all."""
+    import yaml
+
+    from transmodal.config import FitConfig
+
+    for task in ("classification", "regression", "dense"):
+        assert get_task(task).with_defaults(FitConfig()).dropout == get_task(task).dropout
+    assert get_task("dense").with_defaults(FitConfig(dropout="body")).dropout == "body"
+    x, y = toy_series
+    kw = dict(body=tiny_bodies["bert"], epochs=1, batch_size=8, max_tokens=8, progress=False,
+              baselines="none")
+    for dropout, want in [(None, "body"), ("body", "body"), (0.0, 0.0)]:
+        run = transmodal.fit((x, y), out=tmp_path / str(dropout), dropout=dropout, **kw)
+        assert yaml.safe_load((tmp_path / str(dropout) / "config.yaml").read_text())["dropout"] == want
+        ps = {m.p for m in run.model.body.modules() if isinstance(m, torch.nn.Dropout)}
+        assert ps == ({0.0} if want == 0.0 else ps) and (want == 0.0 or max(ps) > 0)
+
+
+def test_a_run_written_before_task_dropout_defaults_resumes_with_the_bodys_own(tiny_bodies, tmp_path,
+                                                                               monkeypatch):
+    """config.yaml files written before the task chose the dropout hold null: those runs
+    trained with the body's own dropout, and a resume keeps it."""
+    import yaml
+
+    from transmodal.run.checkpoint import Checkpointer
+    from transmodal.run.fit import resume_config
+
+    x = np.random.default_rng(0).normal(size=(24, 1, 32)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.cumsum(x[:, 0], axis=1))  # dense
+    run = tmp_path / "r"
+    transmodal.fit(str(tmp_path / "d.npz"), body=tiny_bodies["bert"], out=run, epochs=1,
+                   batch_size=8, max_tokens=8, progress=False, dropout=0.3)
+    (run / "summary.json").unlink()  # as if stopped after a checkpoint (only the config is read)
+    monkeypatch.setattr(Checkpointer, "load", lambda self: {"stage": "refine"})
+    assert resume_config(run, None, None, None, False, {})[0].dropout == 0.3  # recorded: kept
+    stored = yaml.safe_load((run / "config.yaml").read_text())
+    stored["dropout"] = None
+    (run / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert resume_config(run, None, None, None, False, {})[0].dropout == "body"
+
+
+def test_a_task_list_sets_the_bodys_dropout_too(tiny_bodies, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, 1, 16)).astype(np.float32)
+    np.savez(tmp_path / "t.npz", x_train=x, y_train=np.array([0, 1] * 12))
+    run = transmodal.fit(tasks=[{"data": str(tmp_path / "t.npz")}], body=tiny_bodies["bert"],
+                         text_body=tiny_bodies["bert"], epochs=1, batch_size=8, max_tokens=8,
+                         head="generate", progress=False, baselines="none", dropout=0.0)
+    assert {m.p for m in run.model.body.modules() if isinstance(m, torch.nn.Dropout)} == {0.0}

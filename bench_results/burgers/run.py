@@ -4,6 +4,8 @@ PDE=darcy in the environment: the 2-D dense set instead (Darcy flow on 32 x 32, 
 
 NU=0.05 PDE_SEED=1 in the environment: our own second dense set (sharper fronts, another seed);
 T_FINAL=0.2 (with NU): a short horizon, where u(T) stays close to u0.
+PDE=energy: a regression set from the suite's Burgers fields: u0 -> the share of energy left at
+T, ||u(T)||^2 / ||u0||^2 (nonlinear: steeper fronts dissipate more); rows go to bench_results/energy.
 A row per fit is appended to bench_results/burgers/results.jsonl (test and validation relative L2).
 """
 import json
@@ -22,6 +24,14 @@ if pde == "darcy":  # the 2-D dense set: Darcy flow a -> u on 32 x 32 (rows go t
     from transmodal.data.pde import make_darcy
     ds = make_darcy(seed=int(os.environ.get("PDE_SEED", "0")))
     name = f"darcy 32x32 seed {os.environ.get('PDE_SEED', '0')} (generated)"
+elif pde == "energy":  # a scalar regression target from the same fields
+    ds = load_suite_dataset("burgers").dataset
+
+    def energy_left(u0, ut):
+        return (ut.reshape(len(ut), -1) ** 2).sum(1) / (u0.reshape(len(u0), -1) ** 2).sum(1)
+
+    ds.y_train, ds.y_test = energy_left(ds.x_train, ds.y_train), energy_left(ds.x_test, ds.y_test)
+    name = "suite burgers fields -> energy left at T (regression)"
 elif os.environ.get("NU"):  # our own second dense set: sharper fronts, another seed
     from transmodal.data.pde import make_burgers
     ds = make_burgers(n_train=256, n_test=128, grid=128,

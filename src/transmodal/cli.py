@@ -47,11 +47,12 @@ def _add_fit_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _scalar(hint: Any) -> type:
-    """``int | None`` -> int."""
+    """``int | None`` -> int; ``float | str | None`` -> str (a number or a word: FitConfig
+    reads the number)."""
     import typing
 
     args = [a for a in typing.get_args(hint) if a is not type(None)]
-    hint = args[0] if args else hint
+    hint = (str if str in args else args[0]) if args else hint
     return list if typing.get_origin(hint) is list else hint
 
 

@@ -36,6 +36,9 @@ DENSE_LOSS_CHOICES = ("mse", "rel_l2")  # tasks/dense.py
 # what a run written before an option existed did: its config.yaml lacks the key, and a resume
 # must rebuild that run, not today's default
 BEFORE_OPTION = {"head_norm": "none", "head_init": "random", "dense_loss": "mse"}
+# what a null meant in a config.yaml written before the task chose the option's default (today
+# config.yaml records the value the task chose, never null)
+BEFORE_TASK_DEFAULT = {"dropout": "body"}
 
 
 def parse_tune(tune: str) -> tuple[str, int | None]:
@@ -67,7 +70,10 @@ def option(default: Any, help: str, *, choices: str | None = None, group: str = 
 
 
 # declared field types whose values FitConfig coerces from text (``_coerce_numbers``)
-NUMBER_TYPES = {"int": int, "int | None": int, "float": float, "float | None": float}
+NUMBER_TYPES = {"int": int, "int | None": int, "float": float, "float | None": float,
+                "float | str | None": float}
+# the words a number option also takes (FitConfig field -> words)
+NUMBER_WORDS = {"dropout": ("body",)}
 
 
 @dataclass
@@ -131,8 +137,10 @@ class FitConfig:
                                     "grid points (32 on 128 points)")
     # 0 is ~20% faster per step and lost nothing we measured
     attention_dropout: float = option(0.0, "attention dropout of the body")
-    dropout: float | None = option(None, "dropout of the body's layers while training (hidden "
-                                   "dropout); default: the body's own (MiniLM 0.1)")
+    dropout: float | str | None = option(None, "dropout of the body's layers while training "
+                                         "(hidden dropout): a number, or body: the pretrained "
+                                         "body's own (MiniLM 0.1); default: body, dense "
+                                         "tasks 0")
     precision: str = option("auto", "auto: fp32 on CPU; on a GPU bf16 when supported and a train "
                             "step is large enough to gain (batch x tokens >= 8192 at width 384, "
                             "scaled by width^2; measured on an H200), else fp32",
@@ -296,7 +304,9 @@ class FitConfig:
         for f in dataclasses.fields(self):
             kind = NUMBER_TYPES.get(f.type)
             value = getattr(self, f.name)
-            if kind is None or not isinstance(value, (str, float)) or type(value) is kind:
+            words = NUMBER_WORDS.get(f.name, ())
+            if (kind is None or not isinstance(value, (str, float)) or type(value) is kind
+                    or value in words):
                 continue
             try:
                 number = float(value)
@@ -304,6 +314,7 @@ class FitConfig:
                     raise ValueError
             except ValueError:
                 what = "a whole number" if kind is int else "a number"
+                what += "".join(f" or {w}" for w in words)
                 raise ConfigError(f"--{f.name.replace('_', '-')} must be {what}, got {value!r}") from None
             setattr(self, f.name, kind(number))
 
@@ -428,8 +439,8 @@ class FitConfig:
             raise ConfigError(f"--image-size must be at least 8, got {self.image_size}")
         if not 0.0 <= float(self.lora_dropout) < 1.0:
             raise ConfigError("--lora-dropout must be in [0, 1)")
-        if self.dropout is not None and not 0 <= self.dropout < 1:
-            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.dropout not in (None, "body") and not 0 <= self.dropout < 1:
+            raise ConfigError(f"--dropout must be in [0, 1) or body, got {self.dropout}")
         if cnn and self.align != "none":
             raise ConfigError(
                 f"--align {self.align} trains an embedder to match the body's input distribution; "

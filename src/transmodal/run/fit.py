@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import BEFORE_OPTION, FitConfig
+from ..config import BEFORE_OPTION, BEFORE_TASK_DEFAULT, FitConfig
 from ..data import Preprocessor, load_dataset, split_train_val
 from ..data.stream import prepare_streamed, streamed
 from ..engine.augment import check_task as check_augment_task
@@ -343,11 +343,17 @@ def _validation_text(cfg: FitConfig) -> str:
 
 
 def _build(spec: ModelSpec, cfg: FitConfig) -> Any:
-    """A new model for this fit, with the body's dropout set when --dropout is given."""
+    """A new model for this fit, with the body's dropout set (``--dropout``)."""
     model = build_model(spec)
-    if cfg.dropout is not None:
-        model.body.set_dropout(cfg.dropout)
+    set_body_dropout(model.body, cfg)
     return model
+
+
+def set_body_dropout(body: Any, cfg: FitConfig) -> None:
+    """``--dropout``: a number sets every dropout layer of the body; body (or unset) keeps the
+    body's own."""
+    if cfg.dropout not in (None, "body"):
+        body.set_dropout(float(cfg.dropout))
 
 
 def several_members(cfg: FitConfig) -> bool:
@@ -511,6 +517,7 @@ def resume_config(run_dir: str | Path, data: Any, out: Any, config: Any, overwri
     if config is not None:
         raise ConfigError(f"{where} uses the run's own config.yaml; drop --config")
     stored = {**BEFORE_OPTION, **read_yaml_config(folder.path / "config.yaml")}
+    stored.update({k: v for k, v in BEFORE_TASK_DEFAULT.items() if stored.get(k) is None})
     stored = FitConfig.from_dict(stored).to_dict()
     given = {k: v for k, v in options.items() if v is not None}
     if stored.get("test_data") == "arrays" and "test_data" not in given:

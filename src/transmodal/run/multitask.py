@@ -110,7 +110,7 @@ def fit_multitask(cfg: FitConfig, arrays: dict[int, tuple[Any, Any]], out: str |
                   overwrite: bool, progress: bool, callbacks: Any = ()) -> "MultiTaskRun":
     """Fit one model on every task of ``cfg.tasks`` (see the module docstring)."""
     from ..tasks import get_task
-    from .fit import peak_rss_mb, seed_everything
+    from .fit import peak_rss_mb, seed_everything, set_body_dropout
 
     cfg = get_task("classification").with_defaults(cfg)  # every task is a classification
     t_start = time.perf_counter()
@@ -124,6 +124,7 @@ def fit_multitask(cfg: FitConfig, arrays: dict[int, tuple[Any, Any]], out: str |
                      head_norm=cfg.head_norm,
                      generate={"text_body": cfg.text_body, "decode": cfg.decode})
     model = build_multitask(spec, [task_meta(p, cfg.body) for p in prepared])
+    set_body_dropout(model.body, cfg)
     apply_tuning(model, cfg.tune)
     trainable, total = count_parameters(model)
     accelerator, precision = make_accelerator(
@@ -275,7 +276,7 @@ class MultiTaskRun:
         ``config.tune``) on the new task alone, which may change the earlier tasks' answers.
         This run is left unchanged; ``out`` writes the new run folder.
         """
-        from .fit import peak_rss_mb, seed_everything
+        from .fit import peak_rss_mb, seed_everything, set_body_dropout
 
         if tune not in ADD_TUNE:
             raise ConfigError(f"add_task tune={tune!r}; choose one of {', '.join(ADD_TUNE)}")
@@ -292,6 +293,7 @@ class MultiTaskRun:
         seed_everything(cfg.seed)
         prepared = prepare_task(new_entry, arrays.get(0), cfg)
         model = cpu_copy(self.model)
+        set_body_dropout(model.body, cfg)  # a loaded body has its own dropout again
         add_task_modules(model, task_meta(prepared, cfg.body))
         if tune == "embedder":
             model.requires_grad_(False)

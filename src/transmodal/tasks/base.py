@@ -39,20 +39,23 @@ class Task(ABC):
     learning_rates: ClassVar[tuple[float, float]] = (1e-4, 1e-3)
     # the token cap when --max-tokens is not given (CPU speed falls fast beyond 64, DESIGN.md)
     max_tokens: ClassVar[int] = 64
+    # the body's hidden dropout when --dropout is not given: a number, or "body" (its own)
+    dropout: ClassVar[float | str] = "body"
 
     def configure(self, cfg: Any) -> None:
         """Read the task's own fit options (e.g. the texts of a contrastive task)."""
 
     def with_defaults(self, cfg: Any, spatial: Sequence[int] | None = None) -> Any:
-        """``cfg`` with the options left to the task filled in (the learning rates and the
-        token cap, for inputs on the grid ``spatial``): what config.yaml records and every
-        stage reads."""
+        """``cfg`` with the options left to the task filled in (the learning rates, the body's
+        dropout and the token cap, for inputs on the grid ``spatial``): what config.yaml records
+        and every stage reads."""
         import dataclasses
 
         body, head = self.learning_rates
         return dataclasses.replace(
             cfg, lr=body if cfg.lr is None else cfg.lr,
             head_lr=head if cfg.head_lr is None else cfg.head_lr,
+            dropout=self.dropout if cfg.dropout is None else cfg.dropout,
             max_tokens=self.token_cap(spatial) if cfg.max_tokens is None else cfg.max_tokens)
 
     def token_cap(self, spatial: Sequence[int] | None) -> int:
