@@ -219,6 +219,40 @@ def test_lr_schedules_warm_up_then_decay_or_hold():
     assert [const(s) for s in (0, 10, 55, 100)] == pytest.approx([0.1, 1.0, 1.0, 1.0])
 
 
+def test_a_warm_up_lasts_at_least_its_least_steps_but_never_half_the_run():
+    from transmodal.engine.optim import lr_factor
+
+    short = lr_factor(20, 0.1, "constant", 50)  # 2 steps by the fraction; half the run: 10
+    assert [short(s) for s in (0, 4, 9, 10)] == pytest.approx([0.1, 0.5, 1.0, 1.0])
+    long = lr_factor(1000, 0.1, "cosine", 50)  # 100 steps by the fraction: the least is moot
+    assert all(long(s) == lr_factor(1000, 0.1, "cosine")(s) for s in range(0, 1000, 7))
+    assert lr_factor(20, 0.0, "constant", 50)(0) == 1.0  # --warmup 0: none
+
+
+def test_dense_runs_warm_up_for_at_least_50_steps_unless_warmup_is_given(tiny_bodies, tmp_path):
+    """The dense default (10x learning rates) diverged after a warm-up of a few steps; an
+    explicit --warmup is kept exactly, and config.yaml keeps the default unresolved."""
+    import yaml
+
+    from transmodal.engine.optim import lr_factor
+
+    x = np.random.default_rng(0).normal(size=(30, 1, 32)).astype(np.float32)
+    y = np.cumsum(x[:, 0], axis=1) + 5.0
+    lrs = {}
+    for warmup in (None, 0.1):
+        out = tmp_path / str(warmup)
+        transmodal.fit((x, y), body=tiny_bodies["bert"], out=out, warmup=warmup, baselines="none",
+                       **{**FAST, "epochs": 6})  # 24 training samples, batch 8: 18 steps
+        lrs[warmup] = [json.loads(line)["lr"] for line in (out / "metrics.jsonl").open()
+                       if json.loads(line).get("stage") == "refine"]
+        assert yaml.safe_load((out / "config.yaml").read_text())["warmup"] == warmup
+    base = 1e-3  # dense tasks' body learning rate
+    # the rate logged after epoch e was set for step 3e; 18 steps: 2 by the fraction, 9 at least
+    assert lrs[None] == pytest.approx([base * lr_factor(18, 0.1, "cosine", 50)(3 * e) for e in range(1, 7)])
+    assert lrs[0.1] == pytest.approx([base * lr_factor(18, 0.1, "cosine")(3 * e) for e in range(1, 7)])
+    assert lrs[None][0] < lrs[0.1][0]
+
+
 def test_constant_schedule_holds_the_rate_in_a_run(tiny_bodies, toy_series, tmp_path):
     x, y = toy_series
     transmodal.fit((x, y), body=tiny_bodies["bert"], out=tmp_path / "r", schedule="constant",

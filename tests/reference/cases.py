@@ -150,8 +150,8 @@ def datasets() -> dict[str, dict[str, np.ndarray]]:
 
 
 # the dense cases' options when they were recorded (dense tasks now default to 10x the learning
-# rates, to the relative L2 loss and to no hidden dropout)
-RECORDED_DENSE = dict(lr=1e-4, head_lr=1e-3, dense_loss="mse", dropout="body")
+# rates, to the relative L2 loss, to no hidden dropout and to a warm-up of at least 50 steps)
+RECORDED_DENSE = dict(lr=1e-4, head_lr=1e-3, dense_loss="mse", dropout="body", warmup=0.1)
 # name -> (body, data, options)
 CASES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "bert-class-full": ("bert", "series_class", {}),

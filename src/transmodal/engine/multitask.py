@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..tasks import get_task
 from .loop import EpochEnd, LoopState, Stage, dataset_of, predict_outputs
 from .optim import build_optimizer, learning_rates, lr_factor
 
@@ -55,8 +56,9 @@ class MultiTaskStage(Stage):
         optimizer = build_optimizer(self.unwrapped, *learning_rates(cfg), cfg.weight_decay,
                                     cfg.fused_adamw)
         steps = cfg.epochs * sum(len(loader) for loader in self.loaders.values())
+        fraction, least = get_task("classification").warmup_rule(cfg)  # every task classifies
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_factor(steps, cfg.warmup, cfg.schedule))
+            optimizer, lr_factor(steps, fraction, cfg.schedule, least))
         self.optimizer = accelerator.prepare(optimizer)
         self.params = [p for p in model.parameters() if p.requires_grad]
 

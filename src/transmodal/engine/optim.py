@@ -125,10 +125,15 @@ def learning_rates(cfg: Any, names: tuple[str, ...] = ("lr", "head_lr")) -> tupl
     return tuple(float(getattr(cfg, n)) for n in names)
 
 
-def lr_factor(total_steps: int, warmup_fraction: float, schedule: str = "cosine"
-              ) -> Callable[[int], float]:
-    """Learning-rate multiplier per step: linear warm-up, then cosine decay to 0 or constant."""
+def lr_factor(total_steps: int, warmup_fraction: float, schedule: str = "cosine",
+              min_warmup_steps: int = 0) -> Callable[[int], float]:
+    """Learning-rate multiplier per step: linear warm-up, then cosine decay to 0 or constant.
+
+    The warm-up lasts ``warmup_fraction`` of the steps, and at least ``min_warmup_steps`` of
+    them (but never more than half)."""
     warm = max(1, int(round(warmup_fraction * total_steps))) if warmup_fraction > 0 else 0
+    if warm:
+        warm = max(warm, min(min_warmup_steps, total_steps // 2))
 
     def factor(step: int) -> float:
         if step < warm:

@@ -59,8 +59,9 @@ class RefineStage(Stage):
         # optimizer steps per process: the prepared loader gives each of N processes every
         # N-th batch (the last ones padded), so the schedule spans ceil(batches / N) per epoch
         steps = cfg.epochs * -(-len(loader) // accelerator.num_processes)
+        fraction, least = task.warmup_rule(cfg)  # --warmup, or the task's (dense: >= 50 steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_factor(steps, cfg.warmup, cfg.schedule))
+            optimizer, lr_factor(steps, fraction, cfg.schedule, least))
         self.optimizer, self.loader = accelerator.prepare(optimizer, loader)
         self.params = [p for p in model.parameters() if p.requires_grad]
 

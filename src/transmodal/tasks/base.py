@@ -41,6 +41,10 @@ class Task(ABC):
     max_tokens: ClassVar[int] = 64
     # the body's hidden dropout when --dropout is not given: a number, or "body" (its own)
     dropout: ClassVar[float | str] = "body"
+    # the refine warm-up when --warmup is not given: this fraction of the steps, and at least
+    # this many steps (never more than half of them)
+    warmup_fraction: ClassVar[float] = 0.1
+    min_warmup_steps: ClassVar[int] = 0
 
     def configure(self, cfg: Any) -> None:
         """Read the task's own fit options (e.g. the texts of a contrastive task)."""
@@ -61,6 +65,13 @@ class Task(ABC):
     def token_cap(self, spatial: Sequence[int] | None) -> int:
         """The default token cap for inputs on the grid ``spatial`` (None: not known yet)."""
         return self.max_tokens
+
+    def warmup_rule(self, cfg: Any) -> tuple[float, int]:
+        """(fraction, least steps) of the refine warm-up: ``--warmup`` exactly when given, else
+        the task's. Resolved when the step count is known (config.yaml keeps ``null``)."""
+        if cfg.warmup is not None:
+            return float(cfg.warmup), 0
+        return self.warmup_fraction, self.min_warmup_steps
 
     def check_head(self, head: str) -> None:
         """``--head``: ``linear`` is the task's own head; a task that can take another (the
