@@ -253,6 +253,21 @@ def test_dense_runs_warm_up_for_at_least_50_steps_unless_warmup_is_given(tiny_bo
     assert lrs[None][0] < lrs[0.1][0]
 
 
+def test_the_task_chooses_the_batch_size_unless_one_is_given(tiny_bodies, tmp_path):
+    import yaml
+
+    from transmodal.tasks import get_task
+
+    assert get_task("classification").with_defaults(FitConfig()).batch_size == 16
+    assert get_task("regression").with_defaults(FitConfig()).batch_size == 16
+    assert get_task("dense").with_defaults(FitConfig()).batch_size == 8
+    assert get_task("dense").with_defaults(FitConfig(batch_size=32)).batch_size == 32
+    x = np.random.default_rng(0).normal(size=(20, 1, 16)).astype(np.float32)
+    transmodal.fit((x, np.cumsum(x[:, 0], axis=1) + 5.0), body=tiny_bodies["bert"], out=tmp_path / "d",
+                   epochs=1, max_tokens=4, progress=False, baselines="none")
+    assert yaml.safe_load((tmp_path / "d" / "config.yaml").read_text())["batch_size"] == 8
+
+
 def test_constant_schedule_holds_the_rate_in_a_run(tiny_bodies, toy_series, tmp_path):
     x, y = toy_series
     transmodal.fit((x, y), body=tiny_bodies["bert"], out=tmp_path / "r", schedule="constant",

@@ -100,7 +100,7 @@ class FitConfig:
     tune: str = option("full", "what trains in stage 2", choices="|".join(TUNE_CHOICES))
     epochs: int = option(60, "refine epochs")
     align_epochs: int | None = option(None, "align epochs; default 0, or 20 with --align")
-    batch_size: int = option(16, "batch size")
+    batch_size: int | None = option(None, "batch size; default 16, dense tasks 8")
     # None: the task's own (Task.learning_rates), filled in once the task is known
     lr: float | None = option(None, "body learning rate; default: 1e-4, dense tasks 1e-3 "
                               "(measured: README, Dense tasks)")

@@ -39,6 +39,8 @@ class Task(ABC):
     learning_rates: ClassVar[tuple[float, float]] = (1e-4, 1e-3)
     # the token cap when --max-tokens is not given (CPU speed falls fast beyond 64, DESIGN.md)
     max_tokens: ClassVar[int] = 64
+    # the batch size when --batch-size is not given
+    batch_size: ClassVar[int] = 16
     # the body's hidden dropout when --dropout is not given: a number, or "body" (its own)
     dropout: ClassVar[float | str] = "body"
     # the refine warm-up when --warmup is not given: this fraction of the steps, and at least
@@ -50,15 +52,16 @@ class Task(ABC):
         """Read the task's own fit options (e.g. the texts of a contrastive task)."""
 
     def with_defaults(self, cfg: Any, spatial: Sequence[int] | None = None) -> Any:
-        """``cfg`` with the options left to the task filled in (the learning rates, the body's
-        dropout and the token cap, for inputs on the grid ``spatial``): what config.yaml records
-        and every stage reads."""
+        """``cfg`` with the options left to the task filled in (the learning rates, the batch
+        size, the body's dropout and the token cap, for inputs on the grid ``spatial``): what
+        config.yaml records and every stage reads."""
         import dataclasses
 
         body, head = self.learning_rates
         return dataclasses.replace(
             cfg, lr=body if cfg.lr is None else cfg.lr,
             head_lr=head if cfg.head_lr is None else cfg.head_lr,
+            batch_size=self.batch_size if cfg.batch_size is None else cfg.batch_size,
             dropout=self.dropout if cfg.dropout is None else cfg.dropout,
             max_tokens=self.token_cap(spatial) if cfg.max_tokens is None else cfg.max_tokens)
 
