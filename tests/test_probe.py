@@ -149,7 +149,7 @@ def test_the_task_chooses_the_dropout_a_run_records(tiny_bodies, toy_series, tmp
         run = transmodal.fit((x, y), out=tmp_path / str(dropout), dropout=dropout, **kw)
         assert yaml.safe_load((tmp_path / str(dropout) / "config.yaml").read_text())["dropout"] == want
         ps = {m.p for m in run.model.body.modules() if isinstance(m, torch.nn.Dropout)}
-        assert ps == ({0.0} if want == 0.0 else ps) and (want == 0.0 or max(ps) > 0)
+        assert ps == {0.0} if want == 0.0 else max(ps) > 0  # a number sets all; body keeps its own
 
 
 def test_a_run_written_before_task_dropout_defaults_resumes_with_the_bodys_own(tiny_bodies, tmp_path,
