@@ -1,4 +1,4 @@
-"""--embedder patch|overlap|conv (models/embedder.py)."""
+"""--embedder patch|overlap|conv|rocket (models/embedder.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from transmodal.models.model import ModelSpec
 @pytest.mark.parametrize("spatial", [(427,), (150,), (64,), (5,), (28, 28), (30, 17)])
 @pytest.mark.parametrize("kind", EMBEDDERS)
 def test_same_token_grid_as_patch_and_the_token_scale_rule(kind, spatial):
+    if kind == "rocket" and len(spatial) == 2:
+        pytest.skip("rocket is for series (refused on fields: test below)")
     torch.manual_seed(0)
     patch = Embedder(2, spatial, 32, 64, token_norm=3.0)
     e = Embedder(2, spatial, 32, 64, token_norm=3.0, kind=kind)
@@ -58,6 +60,74 @@ def test_conv_embedder_fit_save_load_round_trip(tiny_bodies, toy_series, tmp_pat
     loaded = transmodal.load(out)
     assert loaded.model.embedder.kind == "conv"
     np.testing.assert_array_equal(loaded.predict_proba(x), run.predict_proba(x))
+
+
+def test_rocket_features_are_fitted_on_the_training_inputs_and_seeded():
+    """Biases are quantiles of a training series' kernel outputs, the features are standardised
+    over the training steps, and the same seed gives the same embedder and tokens."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 2, 100)).astype(np.float32)
+
+    def fitted(seed: int) -> Embedder:
+        torch.manual_seed(seed)
+        e = Embedder(2, (100,), 32, 16, token_norm=1.0, kind="rocket")
+        e.fit_inputs(x)
+        return e
+
+    e = fitted(0)
+    assert e.rocket.dilations == [1, 2, 4, 6, 8, 12]  # spans 8 x dilation <= 99 steps
+    assert e.rocket.bias.abs().sum() > 0  # fitted, not the zeros it was built with
+    feats = e._rocket_patches(torch.from_numpy(x)).flatten(0, 1)  # (N * S, F)
+    assert feats.min() >= 0 and feats.max() <= 1  # shares of steps above a bias
+    z = (feats - e.rocket_mean) / e.rocket_std
+    assert z.mean(0).abs().max() < 1e-4 and ((z.std(0) - 1).abs() < 1e-3).float().mean() > 0.9
+    again, other = fitted(0), fitted(1)
+    for name, value in e.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[name], value, rtol=0, atol=0)
+    assert not torch.equal(other.rocket.bias, e.rocket.bias)
+    xt = torch.from_numpy(x[:4])
+    torch.testing.assert_close(again(xt), e(xt), rtol=0, atol=0)
+    # a step change far from a token's patch reaches it through the dilated kernels only
+    patch = Embedder(2, (100,), 32, 16, token_norm=1.0)
+    bumped = xt.clone()
+    bumped[..., 40:] += 3.0  # token 0 holds steps 0-6; dilation 12 reaches 48 steps
+    assert (patch(bumped) - patch(xt)).abs().sum(-1)[:, 0].max() == 0
+    assert (e(bumped) - e(xt)).abs().sum(-1)[:, 0].min() > 0
+
+
+def test_rocket_fit_uses_training_inputs_only_and_round_trips(tiny_bodies, toy_series, tmp_path,
+                                                              monkeypatch):
+    x, y = toy_series
+    seen = []
+    original = Embedder.fit_inputs
+    monkeypatch.setattr(Embedder, "fit_inputs",
+                        lambda self, inputs: (seen.append(np.asarray(inputs).copy()),
+                                              original(self, inputs))[1])
+    out = tmp_path / "run"
+    run = transmodal.fit((x[:30], y[:30]), test_data=(x[30:], y[30:]), out=out,
+                         body=tiny_bodies["bert"], embedder="rocket", epochs=1, batch_size=8,
+                         max_tokens=16, device="cpu", progress=False)
+    assert len(seen) == 1 and len(seen[0]) == run.summary["n_train"] == 24  # not the 6 validation
+    test_rows = {r.tobytes() for r in x[30:]}
+    assert not any(r.tobytes() in test_rows for r in seen[0].astype(x.dtype))
+    assert run.summary["embedder"] == "rocket"
+    loaded = transmodal.load(out)  # biases and standardisation come back with the weights
+    assert loaded.model.embedder.rocket.bias.abs().sum() > 0
+    np.testing.assert_array_equal(loaded.predict_proba(x), run.predict_proba(x))
+    assert len(seen) == 1  # loading fits nothing
+
+
+def test_rocket_refused_on_fields_with_one_line(capsys, tmp_path):
+    with pytest.raises(ConfigError, match="--embedder rocket is for series") as e:
+        Embedder(1, (28, 28), 32, 16, token_norm=1.0, kind="rocket")
+    assert "\n" not in str(e.value)
+    data = tmp_path / "fields.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x_train=rng.normal(size=(12, 1, 8, 8)), y_train=np.arange(12) % 2)
+    assert main(["fit", "--data", str(data), "--embedder", "rocket", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--embedder rocket is for series" in err[0]
+    assert not (tmp_path / "r").exists()
 
 
 def test_old_model_json_without_the_field_is_patch():

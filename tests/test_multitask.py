@@ -244,7 +244,7 @@ def test_task_name_on_a_single_task_run(tiny_bodies, files, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["same name", "linear head", "regression", "task type",
-                                  "long instruction"])
+                                  "rocket embedder", "long instruction"])
 def test_bad_task_lists(case, tiny_bodies, files, tmp_path, capsys):
     bert = tiny_bodies["bert"]
     a, b = str(files / "waves.npz"), str(files / "blobs.npz")
@@ -265,6 +265,9 @@ def test_bad_task_lists(case, tiny_bodies, files, tmp_path, capsys):
     elif case == "task type":
         opts["task"], flags = "regression", ["--head", "generate", "--task", "regression"]
         error, match = ConfigError, "are classification tasks"
+    elif case == "rocket embedder":  # its biases are fitted on one task's inputs
+        opts["embedder"], flags = "rocket", ["--head", "generate", "--embedder", "rocket"]
+        error, match = ConfigError, "--embedder rocket is not supported for several tasks"
     else:  # 9 input tokens + 60 words > the tiny body's 64 positions
         tasks = [{"data": a}, {"data": b, "instruction": " ".join(["word"] * 60)}]
         error, match = DataError, "the body takes at most 64"

@@ -96,6 +96,8 @@ def test_sigkill_during_refine_then_resume_is_bit_identical(tiny_bodies, npz, tm
 
 
 def test_sigkill_during_align_then_resume_is_bit_identical(tiny_bodies, npz, tmp_path, one_thread):
+    """With --embedder rocket: the resumed run fits nothing again; the checkpoint holds the
+    biases and standardisation fitted on the training inputs."""
     x, y = np.load(npz)["x"], np.load(npz)["y"]
     try:
         transmodal.fit((x[:8], y[:8]), body=tiny_bodies["bert"], align="l2", epochs=1,
@@ -105,7 +107,8 @@ def test_sigkill_during_align_then_resume_is_bit_identical(tiny_bodies, npz, tmp
             pytest.skip("align stage not built")
         raise
     args = ["--data", str(npz), "--body", tiny_bodies["bert"], "--align", "l2", "--align-epochs", "12",
-            "--epochs", "3", "--batch-size", "8", "--max-tokens", "16", "--seed", "1", "--device", "cpu"]
+            "--epochs", "3", "--batch-size", "8", "--max-tokens", "16", "--seed", "1", "--device", "cpu",
+            "--embedder", "rocket"]
     run = tmp_path / "killed"
     kill_when(cli_subprocess([*args, "--out", str(run)]), run, "align", 2)
     assert not (run / "summary.json").exists()

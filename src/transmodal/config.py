@@ -29,7 +29,7 @@ FOLD_EPOCH_CHOICES = ("common", "own")
 AUTO_FOLDS = 5  # --method auto with --folds 0: the inner cross-validation's fold count
 HEAD_CHOICES = ("linear", "generate")
 DECODE_CHOICES = ("constrained", "score", "free")
-EMBEDDER_CHOICES = ("patch", "overlap", "conv")
+EMBEDDER_CHOICES = ("patch", "overlap", "conv", "rocket")
 HEAD_INIT_CHOICES = ("probe", "random")
 HEAD_NORM_CHOICES = ("batch", "none")
 DENSE_LOSS_CHOICES = ("mse", "rel_l2")  # tasks/dense.py
@@ -165,7 +165,8 @@ class FitConfig:
                           "image bodies: flip-crop (random flip + resized crop)")
     embedder: str = option("patch", "token bodies: how inputs become tokens: patch (strided conv, "
                            "kernel = patch), overlap (kernel = 2 x patch, same tokens), conv (a "
-                           "small convolutional stem at full resolution, then patch)",
+                           "small convolutional stem at full resolution, then patch), rocket (series: "
+                           "patch plus MiniRocket-style dilated-kernel features of each patch)",
                            choices="|".join(EMBEDDER_CHOICES))
     align_reg: float = option(0.05, "OTDD entropic regularisation, relative to the source spread")
     n_pseudo_labels: int = option(5, "k-means clusters of regression/dense targets for alignment")
@@ -392,6 +393,10 @@ class FitConfig:
         if given:
             raise ConfigError(f"{given[0]} with a task list: give each task its data, test_data "
                               "and label_texts inside the list (or --data A --data B)")
+        if self.embedder == "rocket":
+            raise ConfigError("--embedder rocket is not supported for several tasks in one model "
+                              "yet (its biases are fitted on one task's inputs); use patch, overlap "
+                              "or conv")
         if self.align != "none" or self.tune == "lora" or self.distributed != "ddp":
             flag = (f"--align {self.align}" if self.align != "none" else "--tune lora"
                     if self.tune == "lora" else f"--distributed {self.distributed}")

@@ -66,6 +66,11 @@ class MemberTrainer:
         model = model.to(accelerator.device) if fsdp else accelerator.prepare(model)  # once
         x_tr, y_tr = train
 
+        if ckpt is None:  # a fresh model: what its embedder fits on the training inputs (rocket)
+            fit_inputs = getattr(accelerator.unwrap_model(model).embedder, "fit_inputs", None)
+            if fit_inputs is not None:
+                fit_inputs(x_tr)
+
         # --- stage 1: align
         t0 = time.perf_counter()
         aligned = None
