@@ -151,3 +151,57 @@ def test_cli_bad_embedder_exit_2_one_line(capsys, tmp_path):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown --embedder 'fancy'" in err[0]
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("spatial, table, body, want", [
+    ((150,), False, "minilm", "rocket"),  # a series longer than the 64-token cap
+    ((64,), False, "minilm", "patch"),  # one step per token: the patch already sees each step
+    ((24,), False, "minilm", "patch"),
+    ((150,), True, "minilm", "patch"),  # table columns: their order means nothing
+    ((28, 28), False, "minilm", "patch"),  # fields and images
+    ((150,), False, "efficientnet-lite0", "patch"),  # pixel bodies have no embedder
+])
+def test_the_task_chooses_the_embedder(spatial, table, body, want):
+    from transmodal.tasks import get_task
+
+    for task in ("classification", "regression", "dense", "contrastive"):
+        cfg = get_task(task).with_defaults(FitConfig(body=body, max_tokens=64), spatial, table=table)
+        # rocket is measured better for classes only (dense: worse; the others: not measured)
+        assert cfg.embedder == (want if task == "classification" else "patch")
+        given = get_task(task).with_defaults(FitConfig(embedder="overlap"), spatial, table=table)
+        assert given.embedder == "overlap"  # a given --embedder is kept
+
+
+def test_config_yaml_records_the_chosen_embedder_and_old_runs_resume_with_patch(
+        tiny_bodies, toy_series, tmp_path, monkeypatch):
+    import yaml
+
+    from transmodal.run.checkpoint import Checkpointer
+    from transmodal.run.fit import resume_config
+
+    x, y = toy_series  # 48 steps > 16 tokens: rocket
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y)
+    run = tmp_path / "r"
+    fitted = transmodal.fit(str(tmp_path / "d.npz"), out=run, body=tiny_bodies["bert"], epochs=1, batch_size=8,
+                            max_tokens=16, progress=False, baselines="none")
+    assert fitted.summary["embedder"] == "rocket"
+    stored = yaml.safe_load((run / "config.yaml").read_text())
+    assert stored["embedder"] == "rocket"
+    (run / "summary.json").unlink()  # as if stopped after a checkpoint (only the config is read)
+    monkeypatch.setattr(Checkpointer, "load", lambda self: {"stage": "refine"})
+    assert resume_config(run, None, None, None, False, {})[0].embedder == "rocket"
+    del stored["embedder"]  # a run written before --embedder existed trained patch tokens
+    (run / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert resume_config(run, None, None, None, False, {})[0].embedder == "patch"
+
+
+def test_a_table_keeps_patch_tokens(tiny_bodies, tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(40, 20)), columns=[f"f{i}" for i in range(20)])
+    frame["label"] = np.array([0, 1] * 20)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    run = transmodal.fit(str(tmp_path / "t.csv"), label_column="label", body=tiny_bodies["bert"],
+                         epochs=1, batch_size=8, max_tokens=8, progress=False, baselines="none")
+    assert run.summary["patch"] == [3] and run.summary["embedder"] == "patch"  # 20 columns > 8

@@ -109,7 +109,7 @@ def test_a_one_task_list_builds_what_the_single_task_fit_builds(tiny_bodies, fil
 
     bert, data = tiny_bodies["bert"], str(files / "waves.npz")
     opts = dict(body=bert, text_body=bert, epochs=1, baselines="none", **FAST)
-    single = transmodal.fit(data, **opts).model
+    single = transmodal.fit(data, embedder="patch", **opts).model  # a task list's embedder
     multi = transmodal.fit(tasks=[{"data": data}], **opts).model
 
     def groups(model):

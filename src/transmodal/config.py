@@ -35,7 +35,8 @@ HEAD_NORM_CHOICES = ("batch", "none")
 DENSE_LOSS_CHOICES = ("mse", "rel_l2")  # tasks/dense.py
 # what a run written before an option existed did: its config.yaml lacks the key, and a resume
 # must rebuild that run, not today's default
-BEFORE_OPTION = {"head_norm": "none", "head_init": "random", "dense_loss": "mse"}
+BEFORE_OPTION = {"head_norm": "none", "head_init": "random", "dense_loss": "mse",
+                 "embedder": "patch"}
 # what a null meant in a config.yaml written before the task chose the option's default (today
 # config.yaml records the value the task chose, never null)
 BEFORE_TASK_DEFAULT = {"dropout": "body"}
@@ -163,7 +164,9 @@ class FitConfig:
                           "magnitude-warp, time-warp, window-slice, mixup, cutmix (which ones a "
                           "task allows: README); CNN "
                           "image bodies: flip-crop (random flip + resized crop)")
-    embedder: str = option("patch", "token bodies: how inputs become tokens: patch (strided conv, "
+    embedder: str | None = option(None, "token bodies: how inputs become tokens; default: rocket "
+                           "for classes of series longer than the token cap (not tables), else "
+                           "patch. patch (strided conv, "
                            "kernel = patch), overlap (kernel = 2 x patch, same tokens), conv (a "
                            "small convolutional stem at full resolution, then patch), rocket (series: "
                            "patch plus MiniRocket-style dilated-kernel features of each patch)",
@@ -435,8 +438,9 @@ class FitConfig:
         cnn = takes_pixels(self.body)
         self.augment = parse_augment(self.augment)  # old files: true/false = flip-crop/none
         check_body(self.augment, cnn, self.body)
-        _choice("embedder", self.embedder, EMBEDDER_CHOICES)
-        if cnn and self.embedder != "patch":
+        if self.embedder is not None:  # None: the task chooses (Task.default_embedder)
+            _choice("embedder", self.embedder, EMBEDDER_CHOICES)
+        if cnn and self.embedder not in (None, "patch"):
             raise ConfigError(f"--embedder {self.embedder}: {self.body} takes images directly (no "
                               "embedder); drop --embedder")
         if not cnn and self.image_size is not None:

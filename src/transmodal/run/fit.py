@@ -84,7 +84,7 @@ def fit(data: Any = None, *, out: str | Path | None = None, config: FitConfig | 
     task = get_task(task_name(cfg, ds))
     task.check_head(cfg.head)
     task.configure(cfg)
-    cfg = task.with_defaults(cfg, ds.x_train.shape[2:])
+    cfg = task.with_defaults(cfg, ds.x_train.shape[2:], table=ds.feature_names is not None)
     y_train, y_test = fit_targets_of(ds, cfg, task, notes, progress)
     captions = y_train is ds.text_train  # a caption per sample instead of labels
     codes = class_code_note(y_train) if cfg.task == "auto" and task.name == "regression" else None

@@ -47,23 +47,42 @@ class Task(ABC):
     # this many steps (never more than half of them)
     warmup_fraction: ClassVar[float] = 0.1
     min_warmup_steps: ClassVar[int] = 0
+    # --embedder when not given, for series longer than the token cap (others: patch);
+    # classification measured rocket better (README, "Small data")
+    series_embedder: ClassVar[str] = "patch"
 
     def configure(self, cfg: Any) -> None:
         """Read the task's own fit options (e.g. the texts of a contrastive task)."""
 
-    def with_defaults(self, cfg: Any, spatial: Sequence[int] | None = None) -> Any:
+    def with_defaults(self, cfg: Any, spatial: Sequence[int] | None = None,
+                      table: bool = False) -> Any:
         """``cfg`` with the options left to the task filled in (the learning rates, the batch
-        size, the body's dropout and the token cap, for inputs on the grid ``spatial``): what
-        config.yaml records and every stage reads."""
+        size, the body's dropout, the token cap and the embedder, for inputs on the grid
+        ``spatial``; ``table``: the inputs are a table's columns): what config.yaml records and
+        every stage reads."""
         import dataclasses
 
         body, head = self.learning_rates
+        max_tokens = self.token_cap(spatial) if cfg.max_tokens is None else cfg.max_tokens
         return dataclasses.replace(
             cfg, lr=body if cfg.lr is None else cfg.lr,
             head_lr=head if cfg.head_lr is None else cfg.head_lr,
             batch_size=self.batch_size if cfg.batch_size is None else cfg.batch_size,
             dropout=self.dropout if cfg.dropout is None else cfg.dropout,
-            max_tokens=self.token_cap(spatial) if cfg.max_tokens is None else cfg.max_tokens)
+            max_tokens=max_tokens,
+            embedder=(self.default_embedder(cfg.body, spatial, max_tokens, table)
+                      if cfg.embedder is None else cfg.embedder))
+
+    def default_embedder(self, body: str, spatial: Sequence[int] | None, max_tokens: int,
+                         table: bool) -> str:
+        """``--embedder`` when not given: the task's series embedder for series longer than the
+        token cap (a patch then holds several steps: ``rocket``'s dilated kernels see shapes
+        longer than a patch), ``patch`` otherwise: fields and images, tables (their column
+        order means nothing), series of one step per token, pixel bodies (no embedder)."""
+        from ..models.bodies import takes_pixels
+
+        series = spatial is not None and len(spatial) == 1 and spatial[0] > max_tokens
+        return self.series_embedder if series and not table and not takes_pixels(body) else "patch"
 
     def token_cap(self, spatial: Sequence[int] | None) -> int:
         """The default token cap for inputs on the grid ``spatial`` (None: not known yet)."""

@@ -43,6 +43,7 @@ class Contrastive(Classification):
     infer_rank = None  # chosen by --objective contrastive, never by --task auto
     objective = "contrastive"
     augment_targets = "texts"  # label-preserving transforms only (the loss couples a batch)
+    series_embedder = "patch"  # rocket is measured on class read-outs only, not on text binding
 
     def __init__(self, classes: list[Any] | None = None, captions: bool = False) -> None:
         super().__init__(classes)
