@@ -115,6 +115,12 @@ def test_rocket_fit_uses_training_inputs_only_and_round_trips(tiny_bodies, toy_s
     assert loaded.model.embedder.rocket.bias.abs().sum() > 0
     np.testing.assert_array_equal(loaded.predict_proba(x), run.predict_proba(x))
     assert len(seen) == 1  # loading fits nothing
+    # --tune lora stores adapters, embedder and head only: the embedder's buffers come back too
+    lora = transmodal.fit((x[:30], y[:30]), out=tmp_path / "lora", body=tiny_bodies["bert"],
+                          embedder="rocket", tune="lora", epochs=1, batch_size=8, max_tokens=16,
+                          device="cpu", progress=False, baselines="none")
+    np.testing.assert_array_equal(transmodal.load(tmp_path / "lora").predict_proba(x),
+                                  lora.predict_proba(x))
 
 
 def test_rocket_refused_on_fields_with_one_line(capsys, tmp_path):
