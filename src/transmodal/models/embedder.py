@@ -112,11 +112,15 @@ class RocketFeatures(nn.Module):
     def n_features(self) -> int:
         return self.bias.numel()
 
+    def kernel_outputs(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        """(B, C, L) -> (B, K, L): every kernel at the i-th dilation, 'same' padding."""
+        d = self.dilations[i]
+        return F.conv1d(x, self.weight[i].to(x.dtype), padding=(ROCKET_LENGTH // 2) * d, dilation=d)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         maps = []
-        for i, d in enumerate(self.dilations):
-            pad = (ROCKET_LENGTH // 2) * d
-            conv = F.conv1d(x, self.weight[i].to(x.dtype), padding=pad, dilation=d)  # (B, K, L)
+        for i in range(len(self.dilations)):
+            conv = self.kernel_outputs(x, i)  # (B, K, L)
             above = conv[:, :, None, :] > self.bias[i].to(x.dtype)[None, :, :, None]  # (B, K, Q, L)
             maps.append(above.flatten(1, 2))
         return torch.cat(maps, 1).to(x.dtype)  # (B, F, L)
@@ -126,10 +130,9 @@ class RocketFeatures(nn.Module):
         """Biases at low-discrepancy quantiles of the kernel outputs on one random training
         series per dilation (as MiniRocket; the global torch RNG, seeded by fit)."""
         quantiles = torch.tensor([(q * 0.6180339887) % 1.0 for q in range(1, ROCKET_BIASES + 1)])
-        for i, d in enumerate(self.dilations):
+        for i in range(len(self.dilations)):
             one = x[torch.randint(len(x), (1,))]
-            pad = (ROCKET_LENGTH // 2) * d
-            conv = F.conv1d(one, self.weight[i].to(one.dtype), padding=pad, dilation=d)[0]  # (K, L)
+            conv = self.kernel_outputs(one, i)[0]  # (K, L)
             self.bias[i] = torch.quantile(conv.float(), quantiles.to(conv.device), dim=1).T
 
 
@@ -198,7 +201,7 @@ class Embedder(nn.Module):
         return tuple(g * p for g, p in zip(self.grid, self.patch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raw = x
+        raw = x  # rocket reads the series unpadded (its kernels pad themselves)
         pad = []
         for s, p in reversed(list(zip(self.spatial, self.padded))):  # F.pad wants last dim first
             pad += [0, p - s]
