@@ -132,7 +132,8 @@ class FitConfig:
                              "averages) or mse (on standardised targets)",
                              choices="|".join(DENSE_LOSS_CHOICES))
     grad_clip: float = option(1.0, "gradient norm clipping; 0 = off")
-    patience: int = option(30, "early stopping on the validation metric, in epochs; 0 = off")
+    patience: int = option(30, "early stopping: stop when the kept (best or tied) validation "
+                                 "epoch is this many epochs old; 0 = off")
     val_fraction: float = option(0.2, "share of training data held out for validation")
     # CPU speed falls fast beyond 64 tokens (DESIGN.md)
     max_tokens: int | None = option(None, "token sequence cap (also capped at the body's "

@@ -58,8 +58,8 @@ class Lane:
 class CommonEpoch:
     """Model selection on the pooled validation curve of several lanes: after every round the
     lanes' validation outputs are scored together (the task's scores and loss, ``Task.compare``:
-    a tie goes to the later epoch); at an improvement every lane's weights are copied. Early
-    stopping after ``patience`` rounds without a strict gain (0: never)."""
+    a tie goes to the later epoch); at an improvement or a tie every lane's weights are copied.
+    Early stopping when the kept round is ``patience`` rounds old (0: never), as ``EarlyStopping``."""
 
     def __init__(self, task: Any, lanes: Sequence[Lane], accelerator: Any, patience: int) -> None:
         self.task, self.lanes, self.accelerator, self.patience = task, lanes, accelerator, patience
@@ -87,7 +87,7 @@ class CommonEpoch:
                 self.weights[i] = copy_weights(self.accelerator.unwrap_model(lane.stage.model),
                                                self.weights[i])
                 lane.state.best_epoch, lane.state.best_val = epoch, end.scores
-        self.bad_epochs = 0 if verdict > 0 else self.bad_epochs + 1
+        self.bad_epochs = 0 if verdict >= 0 else self.bad_epochs + 1
         return bool(self.patience and self.bad_epochs >= self.patience)
 
     def finish(self) -> None:

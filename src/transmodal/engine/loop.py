@@ -41,7 +41,7 @@ class LoopState:
     step: int = 0  # optimizer steps taken
     best_epoch: int = -1
     best_val: dict[str, float] | None = None
-    bad_epochs: int = 0  # epochs since the last strict improvement
+    bad_epochs: int = 0  # epochs since the kept (best or tied) epoch
     history: list[dict[str, Any]] = field(default_factory=list)
     skipped_batches: int = 0  # batches dropped by --on-nan skip
     stopped: bool = False  # early stopping ended the stage

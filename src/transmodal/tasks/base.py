@@ -213,7 +213,7 @@ class Task(ABC):
         the five UCR suite sets x 3 seeds at the suite budgets, "ties go to the later epoch" gave
         test accuracy >= the old "ties go to the lower validation loss" on every set (mean +1.3
         points; ArrowHead +4.0), since a later tied epoch has trained longer at a decayed rate.
-        Only a strict improvement resets early stopping's patience.
+        A tie resets early stopping's patience too (the kept epoch is the patience's origin).
         """
         if best is None:
             return 1
