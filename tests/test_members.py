@@ -381,3 +381,18 @@ def test_trained_models_leave_no_optimizer_behind(tiny_bodies, toy_series, opts)
     acc = run._accelerator
     assert acc._optimizers == [] and acc._models == [] and acc._dataloaders == []
     assert np.isfinite(run.predict_proba(x[:4])).all()  # the accelerator still predicts
+
+
+def test_bench_defaults_rows_give_each_models_kept_and_last_epoch(tiny_bodies, toy_series):
+    from transmodal.bench.defaults import row_from_summary
+
+    train, test = _split_data(toy_series)
+    single = transmodal.fit(train, test_data=test, **_tiny(tiny_bodies, epochs=3))
+    row = row_from_summary("toy", 0, single.summary, 1.5)
+    assert row["test"] == single.summary["metrics"]["test"]["accuracy"]
+    assert row["model_alone"] == row["test"] and row["minirocket"] is None  # baselines off
+    assert (row["best_epochs"], row["epochs_run"]) == ([single.summary["best_epoch"]], [3])
+    folds = transmodal.fit(train, test_data=test, folds=2, **_tiny(tiny_bodies, epochs=3))
+    row = row_from_summary("toy", 0, folds.summary, 1.5)
+    assert row["epochs_run"] == [3, 3]
+    assert row["best_epochs"] == [m["best_epoch"] for m in folds.summary["members"]]

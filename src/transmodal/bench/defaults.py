@@ -35,10 +35,15 @@ def run_one(name: str, seed: int, options: dict[str, Any], out: Path) -> dict[st
     t0 = time.perf_counter()
     run = transmodal.fit(f"ucr:{name}", out=out / f"{name}-seed{seed}", overwrite=True,
                          progress=False, seed=seed, baselines="all", **options)
-    s = run.summary
+    return row_from_summary(name, seed, run.summary, time.perf_counter() - t0)
+
+
+def row_from_summary(name: str, seed: int, s: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """A results.jsonl row from a run's summary.json: test and validation accuracy, the model's
+    own score beside its rivals, the baselines, and each model's kept and last epoch."""
     metric = "accuracy"
     row: dict[str, Any] = {"set": name, "seed": seed, "test": s["metrics"]["test"][metric],
-                           "val": s["metrics"]["val"].get(metric), "seconds": time.perf_counter() - t0}
+                           "val": s["metrics"]["val"].get(metric), "seconds": seconds}
     parts = s.get("components_test") or {}
     row["model_alone"] = parts.get("model", {}).get(metric, row["test"] if "auto" not in s else None)
     for b in ("minirocket", "linear"):
@@ -52,10 +57,9 @@ def run_one(name: str, seed: int, options: dict[str, Any], out: Path) -> dict[st
             z = gain / se if se > 0 else (float("inf") if gain > 0 else 0.0)
             row["auto_choice"] += f" (best candidate {z:+.1f} se)"
         row["auto_oof"] = a["out_of_fold"]
-    if "members" in s:
-        row["best_epochs"] = [m["best_epoch"] for m in s["members"]]
-    else:
-        row["best_epochs"] = [s["best_epoch"]]
+    members = s.get("members") or [s]  # epochs per model: kept, and run (early stopping)
+    row["best_epochs"] = [m["best_epoch"] for m in members]
+    row["epochs_run"] = [m["epochs_run"] for m in members]
     return row
 
 
