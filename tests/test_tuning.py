@@ -10,6 +10,7 @@ Two checks per body and strategy:
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 import transmodal
-from transmodal.errors import ConfigError
+from transmodal.errors import ConfigError, DataError
 from transmodal.models.model import ModelSpec, build_model
 from transmodal.models.tuning import apply_tuning, count_parameters
 
@@ -258,6 +259,40 @@ def test_bench_tune_prints_a_row_per_strategy(tiny_bodies, capsys):
     assert [line.split("|")[3].strip() for line in lines[2:]] == ["frozen", "lora"]
     with pytest.raises(ConfigError, match="unknown --tune 'half'"):
         main(["--tunes", "half"])
+
+
+def test_bench_tune_takes_the_users_own_data_and_scores_its_metric(tiny_bodies, tmp_path,
+                                                                     capsys):
+    """``--tunes full,scratch`` on a user's .npz: did the pretrained body earn its cost there."""
+    from transmodal.bench.tune import main
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 1, 16)).astype(np.float32)
+    y = x[:, 0, :4].mean(1)  # a value per series: regression, scored by RMSE
+    np.savez(tmp_path / "mine.npz", x_train=x[:30], y_train=y[:30], x_test=x[30:], y_test=y[30:])
+    rows = tmp_path / "rows.jsonl"
+    rc = main(["--datasets", str(tmp_path / "mine.npz"), "--tunes", "full,scratch", "--epochs",
+               "1", "--body", tiny_bodies["bert"], "--jsonl", str(rows)])
+    assert rc == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("| dataset | body | tune | test rmse | train s")
+    assert [line.split("|")[3].strip() for line in lines[2:]] == ["full", "scratch"]
+    recorded = [json.loads(line) for line in rows.read_text().splitlines()]
+    assert [(r["tune"], r["metric"]) for r in recorded] == [("full", "rmse"), ("scratch", "rmse")]
+    assert recorded[0]["score"] != recorded[1]["score"]  # two different models were scored
+
+
+def test_bench_tune_refuses_data_it_cannot_score_before_any_fit(tmp_path):
+    from transmodal.bench.tune import main
+
+    np.savez(tmp_path / "no_test.npz", x_train=np.zeros((8, 1, 16), np.float32),
+             y_train=np.arange(8) % 2)
+    with pytest.raises(DataError, match="no test split"):
+        main(["--datasets", str(tmp_path / "no_test.npz")])
+    with pytest.raises(DataError, match="does not exist"):
+        main(["--datasets", str(tmp_path / "missing.npz")])
+    with pytest.raises(DataError, match="digits:cnn and digits:minilm"):
+        main(["--datasets", "digits:vit"])
 
 
 def test_bench_digits_split_is_fixed_and_stratified():

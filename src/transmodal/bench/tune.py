@@ -1,8 +1,9 @@
 """Transfer strategies side by side: every ``--tune`` value on the same data and budget.
 
-For each dataset and each ``--tune`` value (``--align none``): test accuracy, training time
-(the refine stage, per-epoch validation included) and trainable parameters, as a markdown
-table; mean +- standard deviation over ``--seeds`` when there are several.
+For each dataset and each ``--tune`` value (``--align none``): the test score on the task's
+primary metric (accuracy for classes, RMSE for values), training time (the refine stage,
+per-epoch validation included) and trainable parameters, as a markdown table; mean +- standard
+deviation over ``--seeds`` when there are several.
 
 Datasets (``--datasets``):
 
@@ -11,7 +12,11 @@ Datasets (``--datasets``):
 - ``digits:cnn``: scikit-learn's digits as 8x8 grey images through the ImageNet CNN
   (EfficientNet-Lite0, in-modality transfer; images resized to ``--image-size``);
 - ``digits:minilm``: the same images cross-modally through MiniLM (2-D patch embedder,
-  1x1 patches = 64 tokens).
+  1x1 patches = 64 tokens);
+- your own data: any data spec ``fit`` reads that holds a test split (an ``.npz`` with
+  ``x_test``/``y_test``, ``ucr:NAME``), scored on the task's primary metric. ``--tunes
+  full,scratch --epochs 60`` asks whether the pretrained body earned its cost on it: the same
+  model with a randomly initialised body, at fit's default epochs.
 
 Digits split (fixed, documented, identical for every strategy and seed): stratified,
 ``train_test_split(train_size=500, stratify=y, random_state=0)`` on all 1,797 images, i.e.
@@ -37,6 +42,9 @@ import sys
 import time
 from typing import Any, Sequence
 
+from ..errors import DataError
+from ..tasks import get_task
+
 DATASETS = ("ucr:GunPoint", "ucr:ArrowHead", "ucr:ItalyPowerDemand", "digits:cnn", "digits:minilm")
 TUNES = ("scratch", "frozen", "layernorm", "hybrid:3", "full", "lora")
 DIGITS_TRAIN = 500
@@ -58,14 +66,28 @@ def digits_split() -> dict[str, Any]:
 
 
 def dataset_options(name: str, body: str, image_size: int | None) -> tuple[Any, dict[str, Any]]:
-    """(data for fit, options for fit) of one benchmark dataset."""
-    if name.startswith("ucr:"):
-        return name, {"body": body}
+    """(data for fit, options for fit) of one benchmark dataset: the digits rows, or any data
+    spec fit reads (``ucr:NAME``, a file)."""
     if name == "digits:cnn":
         return digits_split(), {"body": CNN_BODY, "image_size": image_size}
     if name == "digits:minilm":
         return digits_split(), {"body": body}
-    raise SystemExit(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    return name, {"body": body}
+
+
+def check_dataset(name: str) -> None:
+    """Before any fit: one clear error for a spec fit cannot read, or data without a test split
+    (every strategy is scored on it)."""
+    if name.startswith("digits:"):
+        if name not in DATASETS:
+            raise DataError(f"unknown dataset {name!r}; the digits rows are digits:cnn and "
+                            "digits:minilm")
+        return
+    from transmodal.data import load_dataset
+
+    if load_dataset(name).x_test is None:
+        raise DataError(f"{name} has no test split, and bench tune scores every strategy on "
+                        "one; put x_test and y_test in the .npz")
 
 
 def run_cell(dataset: str, tune: str, seed: int, epochs: int, body: str,
@@ -80,8 +102,10 @@ def run_cell(dataset: str, tune: str, seed: int, epochs: int, body: str,
     except transmodal.TransmodalError as e:
         return {"dataset": dataset, "tune": tune, "seed": seed, "error": str(e)}
     s = run.summary
+    metric = get_task(s["task"]).primary[0]
     return {"dataset": dataset, "body": options["body"], "tune": tune, "seed": seed,
-            "accuracy": s["metrics"]["test"]["accuracy"], "val_accuracy": s["metrics"]["val"]["accuracy"],
+            "metric": metric, "score": s["metrics"]["test"][metric],
+            "val_score": s["metrics"]["val"][metric],
             "train_s": s["times"]["refine"], "total_s": time.perf_counter() - t0,
             "trainable": s["trainable_params"], "total": s["total_params"],
             "best_epoch": s["best_epoch"], "epochs_run": s["epochs_run"]}
@@ -99,7 +123,9 @@ def _params(n: int) -> str:
 
 def table(results: list[dict[str, Any]]) -> str:
     """Markdown table: one row per (dataset, tune), seeds aggregated."""
-    rows = ["| dataset | body | tune | test accuracy | train s | trainable params | best epoch |",
+    metrics = {r["metric"] for r in results if "error" not in r}
+    score = f"test {metrics.pop()}" if len(metrics) == 1 else "test score (metric)"
+    rows = [f"| dataset | body | tune | {score} | train s | trainable params | best epoch |",
             "|---|---|---|---|---|---|---|"]
     keys: list[tuple[str, str]] = []
     for r in results:
@@ -111,7 +137,9 @@ def table(results: list[dict[str, Any]]) -> str:
         if not ok:
             rows.append(f"| {dataset} | | {tune} | error: {cell[0]['error']} | | | |")
             continue
-        acc = _mean_sd([r["accuracy"] for r in ok], 3)
+        acc = _mean_sd([r["score"] for r in ok], 3)
+        if score == "test score (metric)":
+            acc += f" ({ok[0]['metric']})"
         secs = _mean_sd([r["train_s"] for r in ok], 0)
         best = "/".join(f"{r['best_epoch']}" for r in ok) + f" of {ok[0]['epochs_run']}"
         rows.append(f"| {dataset} | {ok[0]['body']} | {tune} | {acc} | {secs} | "
@@ -122,7 +150,8 @@ def table(results: list[dict[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(allow_abbrev=False, prog="transmodal bench tune", description=__doc__.split("\n")[0])
     p.add_argument("--datasets", default=",".join(DATASETS),
-                   help=f"comma-separated (default: {','.join(DATASETS)})")
+                   help=f"comma-separated (default: {','.join(DATASETS)}); or any data spec "
+                        "fit reads that holds a test split (ucr:NAME, an .npz with x_test)")
     p.add_argument("--tunes", default=",".join(TUNES), help=f"comma-separated (default: {','.join(TUNES)})")
     p.add_argument("--epochs", type=int, default=40, help="refine epochs (default 40; --quick: 5)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default 0)")
@@ -139,13 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--epochs must be >= 1")
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     tunes = [t.strip() for t in args.tunes.split(",") if t.strip()]
-    for d in datasets:
-        if d not in DATASETS and not d.startswith("ucr:"):
-            p.error(f"unknown dataset {d!r}; choose from {', '.join(DATASETS)} (or any ucr:NAME)")
     from transmodal.config import parse_tune
 
     for t in tunes:
         parse_tune(t)  # a typo fails now, not after an hour of the other cells
+    for d in datasets:
+        check_dataset(d)
     if args.threads:
         import torch
 
@@ -159,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for seed in args.seeds:
                 r = run_cell(dataset, tune, seed, args.epochs, args.body, args.image_size, args.batch_size)
                 results.append(r)
-                shown = r.get("error") or f"acc {r['accuracy']:.3f}  {r['train_s']:.0f} s"
+                shown = r.get("error") or f"{r['metric']} {r['score']:.3f}  {r['train_s']:.0f} s"
                 print(f"  {dataset} {tune} seed {seed}: {shown}", file=sys.stderr, flush=True)
                 if args.jsonl:
                     with open(args.jsonl, "a") as f:
