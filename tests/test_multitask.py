@@ -130,6 +130,40 @@ def test_a_one_task_list_builds_what_the_single_task_fit_builds(tiny_bodies, fil
     assert two.heads["waves"].decoder is two.heads["blobs"].decoder
 
 
+def test_rocket_tokens_fit_each_task_on_its_own_training_inputs(tiny_bodies, files, tmp_path,
+                                                                monkeypatch):
+    from transmodal.models.embedder import Embedder
+
+    seen = []
+    fit_inputs = Embedder.fit_inputs
+
+    def spy(self, x):
+        seen.append(np.asarray(x).shape)
+        fit_inputs(self, x)
+
+    monkeypatch.setattr(Embedder, "fit_inputs", spy)
+    bert = tiny_bodies["bert"]
+    x2, y2 = waves(40, seed=3)
+    x2 = np.concatenate([x2, -x2], axis=1)  # (40, 2, 24): another input shape
+    np.savez(tmp_path / "two.npz", x_train=x2[:30], y_train=y2[:30], x_test=x2[30:], y_test=y2[30:])
+    tasks = [{"data": str(files / "waves.npz")}, {"name": "two", "data": str(tmp_path / "two.npz")}]
+    run = transmodal.fit(tasks=tasks, out=tmp_path / "run", embedder="rocket", body=bert,
+                         text_body=bert, epochs=2, **FAST)
+    rows = run.summary["tasks"]
+    # one fit per task, on its own training part only (not its validation or test part)
+    assert seen == [(rows["waves"]["n_train"], 1, 24), (rows["two"]["n_train"], 2, 24)]
+    a, b = run.model.embedders["waves"], run.model.embedders["two"]
+    assert a.kind == b.kind == "rocket" and not torch.equal(a.rocket_mean, b.rocket_mean)
+    loaded = transmodal.load(tmp_path / "run")
+    assert np.array_equal(loaded.predict_proba(x2, task_name="two"),
+                          run.predict_proba(x2, task_name="two"))
+    before = run.predict_proba(waves()[0], task_name="waves")
+    x3, y3 = waves(30, seed=5)
+    added = run.add_task("third", (x3[:20] * 2, y3[:20]), epochs=1)
+    assert seen[-1] == (added.summary["tasks"]["third"]["n_train"], 1, 24)  # the new task's own
+    assert np.array_equal(added.predict_proba(waves()[0], task_name="waves"), before)
+
+
 def test_save_load_and_cli_predict_with_task_name(fitted, files, tmp_path):
     run, out = fitted
     loaded = transmodal.load(out)
@@ -244,7 +278,7 @@ def test_task_name_on_a_single_task_run(tiny_bodies, files, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["same name", "linear head", "regression", "task type",
-                                  "rocket embedder", "long instruction"])
+                                  "rocket on fields", "long instruction"])
 def test_bad_task_lists(case, tiny_bodies, files, tmp_path, capsys):
     bert = tiny_bodies["bert"]
     a, b = str(files / "waves.npz"), str(files / "blobs.npz")
@@ -265,9 +299,9 @@ def test_bad_task_lists(case, tiny_bodies, files, tmp_path, capsys):
     elif case == "task type":
         opts["task"], flags = "regression", ["--head", "generate", "--task", "regression"]
         error, match = ConfigError, "are classification tasks"
-    elif case == "rocket embedder":  # its biases are fitted on one task's inputs
+    elif case == "rocket on fields":  # blobs are (2, 6, 6) fields: rocket reads series
         opts["embedder"], flags = "rocket", ["--head", "generate", "--embedder", "rocket"]
-        error, match = ConfigError, "--embedder rocket is not supported for several tasks"
+        error, match = ConfigError, "--embedder rocket is for series"
     else:  # 9 input tokens + 60 words > the tiny body's 64 positions
         tasks = [{"data": a}, {"data": b, "instruction": " ".join(["word"] * 60)}]
         error, match = DataError, "the body takes at most 64"

@@ -397,10 +397,6 @@ class FitConfig:
         if given:
             raise ConfigError(f"{given[0]} with a task list: give each task its data, test_data "
                               "and label_texts inside the list (or --data A --data B)")
-        if self.embedder == "rocket":
-            raise ConfigError("--embedder rocket is not supported for several tasks in one model "
-                              "yet (its biases are fitted on one task's inputs); use patch, overlap "
-                              "or conv")
         if self.align != "none" or self.tune == "lora" or self.distributed != "ddp":
             flag = (f"--align {self.align}" if self.align != "none" else "--tune lora"
                     if self.tune == "lora" else f"--distributed {self.distributed}")

@@ -95,6 +95,14 @@ def prepare_task(entry: dict[str, Any], arrays: tuple[Any, Any] | None, cfg: Fit
     return out
 
 
+def fit_task_inputs(model: MultiTaskModel, splits: list[TaskSplit]) -> None:
+    """Each new task's embedder fits what depends on its own training inputs (``rocket``: its
+    biases and its features' scale), as a single-task fit does once on a fresh model; patch
+    embedders fit nothing and draw no random numbers."""
+    for split in splits:
+        model.embedders[split.name].fit_inputs(split.x_tr)
+
+
 def task_meta(prepared: dict[str, Any], body: str) -> dict[str, Any]:
     """What the model file keeps of a task: its instruction ids, input shape and label texts."""
     from ..models.bodies.hf import resolve_body_path
@@ -124,6 +132,7 @@ def fit_multitask(cfg: FitConfig, arrays: dict[int, tuple[Any, Any]], out: str |
                      head_norm=cfg.head_norm,
                      generate={"text_body": cfg.text_body, "decode": cfg.decode})
     model = build_multitask(spec, [task_meta(p, cfg.body) for p in prepared])
+    fit_task_inputs(model, [p["split"] for p in prepared])
     set_body_dropout(model.body, cfg)
     apply_tuning(model, cfg.tune)
     trainable, total = count_parameters(model)
@@ -295,6 +304,7 @@ class MultiTaskRun:
         model = cpu_copy(self.model)
         set_body_dropout(model.body, cfg)  # a loaded body has its own dropout again
         add_task_modules(model, task_meta(prepared, cfg.body))
+        fit_task_inputs(model, [prepared["split"]])
         if tune == "embedder":
             model.requires_grad_(False)
             model.embedders[name].requires_grad_(True)
