@@ -43,7 +43,6 @@ import time
 from typing import Any, Sequence
 
 from ..errors import DataError
-from ..tasks import get_task
 
 DATASETS = ("ucr:GunPoint", "ucr:ArrowHead", "ucr:ItalyPowerDemand", "digits:cnn", "digits:minilm")
 TUNES = ("scratch", "frozen", "layernorm", "hybrid:3", "full", "lora")
@@ -93,6 +92,7 @@ def check_dataset(name: str) -> None:
 def run_cell(dataset: str, tune: str, seed: int, epochs: int, body: str,
              image_size: int | None, batch_size: int) -> dict[str, Any]:
     import transmodal
+    from transmodal.tasks import get_task
 
     data, options = dataset_options(dataset, body, image_size)
     t0 = time.perf_counter()
