@@ -7,7 +7,8 @@ results, fit's defaults, 1 thread, session 14's CPU, the same kind as session 13
 - now: kept_<set>.jsonl, `--patience 30` counts epochs since the kept epoch (a tie is kept);
 - variants on the two sets that stopped inside a plateau: patience0_<set>.jsonl (`--fit
   patience=0`), epochs30_<set>.jsonl (`--fit epochs=30`, the old rule) and scratch_<set>.jsonl
-  (`--fit tune=scratch`: a randomly initialised body, the new rule);
+  (`--fit tune=scratch`: a randomly initialised body, the new rule); val10_<set>.jsonl
+  (`--fit val_fraction=0.1`, the new rule) on four sets;
 - auto_seed0.jsonl: `--fit method=auto`, seed 0, the new rule (not in the tables).
 
 python bench_results/patience/table.py"""
@@ -62,11 +63,12 @@ def main() -> None:
     print()
     print("| set | rule | test accuracy | kept epoch of epochs run | s per fit (median) |")
     print("|---|---|---|---|---|")
-    for name in ("GunPoint", "ArrowHead"):
+    for name in ("GunPoint", "ArrowHead", "ItalyPowerDemand", "BasicMotions"):
         for label, file in (("`--patience 30`, now", f"kept_{name}"),
                             ("`--patience 0` (never stop)", f"patience0_{name}"),
                             ("`--epochs 30` (old rule)", f"epochs30_{name}"),
-                            ("`--fit tune=scratch` (a random body), now", f"scratch_{name}")):
+                            ("`--fit tune=scratch` (a random body), now", f"scratch_{name}"),
+                            ("`--fit val_fraction=0.1`, now", f"val10_{name}")):
             rs = rows(HERE / f"{file}.jsonl")
             if rs:
                 seconds = statistics.median(r["seconds"] for r in rs)
