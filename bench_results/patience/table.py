@@ -12,11 +12,16 @@ results, fit's defaults, 1 thread, session 14's CPU, the same kind as session 13
 - auto_seed0.jsonl: `--fit method=auto`, seed 0, the new rule (not in the tables).
 
 python bench_results/patience/table.py"""
+import importlib.util
 import json
 import statistics
 from pathlib import Path
 
 HERE = Path(__file__).parent
+_spec = importlib.util.spec_from_file_location("rocket_table", HERE.parent / "rocket" / "table.py")
+rocket_table = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(rocket_table)
+cell = rocket_table.cell  # one way to print "mean ± std (seed / seed / seed)" for both tables
 SETS = ["ArrowHead", "GunPoint", "ItalyPowerDemand", "BasicMotions", "OSULeaf"]
 BEFORE = {"ItalyPowerDemand": "patch"}  # which session-13 file holds the default's rows
 
@@ -25,14 +30,6 @@ def rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return sorted(map(json.loads, path.read_text().splitlines()), key=lambda r: r["seed"])
-
-
-def cell(rs: list[dict]) -> str:
-    if not rs:
-        return "-"
-    xs = [r["test"] for r in rs]
-    spread = f" ± {statistics.stdev(xs):.3f}" if len(xs) > 1 else ""
-    return f"{statistics.mean(xs):.3f}{spread} ({' / '.join(f'{x:.3f}' for x in xs)})"
 
 
 def epochs(rs: list[dict]) -> str:
